@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs what building and testing the project needs on a fresh Debian 12 machine (root).
+# Idempotent: every step checks first and skips what is already there.
+set -euo pipefail
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (apt-get, bpffs and XDP need it)"
+
+# Debian packages: LLVM 22 for bpf-linker, network tools for the namespace tests and benchmarks.
+DEB_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev iproute2 nftables iptables
+  bpftool clang-22 pkg-config build-essential ethtool procps)
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "Debian packages: present"
+fi
+
+# bpf-linker 0.13 against LLVM 22 (the LLVM of the installed nightly).
+export PATH="$HOME/.cargo/bin:$PATH"
+if bpf-linker --version 2>/dev/null | grep -q '^bpf-linker 0\.13'; then
+  log "bpf-linker: $(bpf-linker --version)"
+else
+  log "building bpf-linker 0.13 against LLVM 22 (about a minute)"
+  # llvm-sys reads LLVM_SYS_221_PREFIX; bpf-linker's own build script reads LLVM_PREFIX (else it
+  # takes whichever llvm-config is first in PATH).
+  LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 LLVM_PREFIX=/usr/lib/llvm-22 \
+    cargo install --quiet --locked bpf-linker --version '^0.13' \
+    --no-default-features --features llvm-22
+fi
+
+# rust-src for the nightly that builds the eBPF crate (build-std).
+rustup toolchain list | grep -q '^nightly' || die "the 'nightly' toolchain is missing: rustup toolchain install nightly"
+if rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "nightly rust-src: present"
+else
+  log "adding rust-src to nightly"
+  rustup component add rust-src --toolchain nightly >/dev/null
+fi
+
+# bpffs for pinned maps and links; tracefs for tracepoints.
+if ! mountpoint -q /sys/fs/bpf; then
+  log "mounting bpffs on /sys/fs/bpf"
+  mount -t bpf bpf /sys/fs/bpf || die "cannot mount bpffs on /sys/fs/bpf (needs CAP_SYS_ADMIN)"
+fi
+if [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kernel/tracing; then
+  log "mounting tracefs on /sys/kernel/tracing"
+  mount -t tracefs nodev /sys/kernel/tracing || log "warning: cannot mount tracefs; tracepoints unavailable"
+fi
+[ -e /sys/kernel/btf/vmlinux ] || log "warning: /sys/kernel/btf/vmlinux missing: this kernel has no BTF"
+log "ready"
