@@ -10,7 +10,7 @@ die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages: LLVM 22 for bpf-linker, network tools for the namespace tests and benchmarks.
 DEB_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev iproute2 nftables iptables
-  bpftool clang-22 pkg-config build-essential ethtool procps)
+  bpftool clang-22 pkg-config build-essential ethtool procps iputils-ping)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
