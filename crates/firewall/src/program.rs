@@ -245,6 +245,13 @@ impl Loaded {
         &self.instance
     }
 
+    /// Instructions the verifier processed to accept the program (its complexity; the kernel
+    /// refuses programs over 1,000,000), when the kernel reports it (Linux >= 5.16).
+    pub fn verified_instructions(&self) -> Option<u32> {
+        let program: &Xdp = self.ebpf.program(PROGRAM_NAME)?.try_into().ok()?;
+        program.info().ok()?.verified_instruction_count()
+    }
+
     /// Opens the pinned maps.
     pub fn maps(&self) -> Result<Maps, FirewallError> {
         Maps::open(&self.instance)

@@ -36,6 +36,24 @@ fn udp6(src: &str, port: u16) -> Vec<u8> {
 }
 
 #[test]
+fn the_verifier_accepts_the_program_with_headroom() {
+    if !privileged("verifier_headroom") {
+        return;
+    }
+    let f = TestFilter::new("verifier");
+    let processed = f
+        .loaded
+        .verified_instructions()
+        .expect("this kernel reports verified instructions");
+    eprintln!("verifier processed {processed} instructions");
+    // The kernel's limit is 1,000,000; a program near it breaks on the next small change.
+    assert!(
+        processed < 250_000,
+        "verifier processed {processed} instructions"
+    );
+}
+
+#[test]
 fn non_ip_frames_pass_and_are_counted_as_non_ip() {
     if !privileged("non_ip_frames_pass") {
         return;
