@@ -1,0 +1,216 @@
+//! `node firewall ...` as an operator runs it: against a filter attached in a namespace this
+//! test creates, from separate processes, including bad input and missing privileges.
+
+use std::process::{Command, Output};
+
+fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let why = format!("{test} needs root (XDP attach, network namespaces): run the suite as root");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}; under CI=true a privileged test that cannot run is a failure");
+    }
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+fn node(instance: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_node"))
+        .args(["firewall", "--instance", instance])
+        .args(args)
+        .output()
+        .expect("running the node binary")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "unexpected success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.trim().lines().count() <= 2,
+        "error is not short: {stderr}"
+    );
+    stderr
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("ip");
+    assert!(status.success(), "ip {args:?}");
+}
+
+/// A namespace with a veth pair inside, removed on drop together with the instance's pins.
+struct Netns {
+    name: String,
+    instance: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let id = std::process::id() % 100_000;
+        let n = Netns {
+            name: format!("fwcli-{id}"),
+            instance: format!("cli-{id}"),
+        };
+        ip(&["netns", "add", &n.name]);
+        ip(&[
+            "-n", &n.name, "link", "add", "c0", "type", "veth", "peer", "name", "c1",
+        ]);
+        ip(&["-n", &n.name, "link", "set", "c0", "up"]);
+        ip(&["-n", &n.name, "link", "set", "c1", "up"]);
+        n
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = node(&self.instance, &["detach"]);
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn operator_commands_work_across_processes_and_refuse_bad_input() {
+    if !privileged("operator_commands") {
+        return;
+    }
+    let ns = Netns::new();
+    let i = ns.instance.as_str();
+    let dir = format!("/sys/fs/bpf/{i}");
+
+    // Nothing attached yet: commands say what to do.
+    assert!(err(&node(i, &["list"])).contains("run `node firewall attach` first"));
+    // An unknown interface leaves nothing behind.
+    let e = err(&node(
+        i,
+        &["attach", "--netns", &ns.name, "--iface", "nope0"],
+    ));
+    assert!(e.contains("unknown interface \"nope0\""), "{e}");
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "half-attached instance left behind"
+    );
+    let e = err(&node(
+        i,
+        &["attach", "--netns", "no-such-ns", "--iface", "c0"],
+    ));
+    assert!(e.contains("cannot enter network namespace"), "{e}");
+
+    let attach = [
+        "attach",
+        "--netns",
+        &ns.name,
+        "--iface",
+        "c0",
+        "--tcp-port",
+        "9000",
+    ];
+    assert!(ok(&node(i, &attach)).contains("native XDP mode"));
+    assert!(ok(&node(i, &attach)).contains("replaced the program"));
+
+    assert!(err(&node(i, &["block", "198.51.100.7/24"])).contains("did you mean 198.51.100.0/24"));
+    assert!(err(&node(i, &["block", "not-an-ip"])).contains("invalid address or CIDR"));
+    let e = err(&node(
+        i,
+        &[
+            "attach",
+            "--netns",
+            &ns.name,
+            "--iface",
+            "c0",
+            "--rate-pps",
+            "5",
+            "--rate-burst",
+            "0",
+        ],
+    ));
+    assert!(e.contains("burst"), "{e}");
+
+    ok(&node(
+        i,
+        &[
+            "block",
+            "198.51.100.0/24",
+            "--ttl",
+            "10m",
+            "--reason",
+            "spam",
+        ],
+    ));
+    ok(&node(i, &["block", "2001:db8::bad"]));
+    ok(&node(i, &["allow", "198.51.100.10"]));
+    let list = ok(&node(i, &["list"]));
+    assert!(
+        list.contains("block  198.51.100.0/24") && list.contains("reason=spam"),
+        "{list}"
+    );
+    assert!(
+        list.contains("block  2001:db8::bad/128") && list.contains("expires=never"),
+        "{list}"
+    );
+    assert!(list.contains("allow  198.51.100.10/32"), "{list}");
+    let why = ok(&node(i, &["why", "198.51.100.7"]));
+    assert!(
+        why.contains("DROP, blocked by 198.51.100.0/24 (reason spam, expires in"),
+        "{why}"
+    );
+    assert!(ok(&node(i, &["why", "198.51.100.10"])).contains("PASS, allowlisted"));
+    assert!(ok(&node(i, &["why", "192.0.2.1"])).contains("no allow or block rule"));
+
+    assert!(ok(&node(i, &["stats"])).contains("mode: enforce"));
+    ok(&node(i, &["mode", "monitor"]));
+    assert!(ok(&node(i, &["stats"])).contains("mode: monitor"));
+    assert!(ok(&node(i, &["top", "--count", "1"])).contains("verdict"));
+
+    ok(&node(i, &["unblock", "198.51.100.0/24"]));
+    assert!(err(&node(i, &["unblock", "198.51.100.0/24"])).contains("no block rule"));
+    ok(&node(i, &["disallow", "198.51.100.10"]));
+    assert!(ok(&node(i, &["sweep"])).contains("removed 0 expired"));
+
+    // Without root: a one-line error, not a crash.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_node"))
+        .args([
+            "firewall",
+            "--instance",
+            "cli-nobody",
+            "attach",
+            "--iface",
+            "lo",
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    let e = err(&out);
+    assert!(e.contains("needs root"), "{e}");
+
+    assert!(ok(&node(i, &["detach"])).contains("detached"));
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "pins left after detach"
+    );
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-d", "link", "show", "c0"])
+        .output()
+        .expect("ip");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("xdp"),
+        "XDP left attached"
+    );
+}
