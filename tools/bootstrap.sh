@@ -46,6 +46,13 @@ else
   rustup component add rust-src --toolchain nightly >/dev/null
 fi
 
+if rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^clippy'; then
+  log "nightly clippy: present"
+else
+  log "adding clippy to nightly (lints the eBPF crate)"
+  rustup component add clippy --toolchain nightly >/dev/null
+fi
+
 # bpffs for pinned maps and links; tracefs for tracepoints.
 if ! mountpoint -q /sys/fs/bpf; then
   log "mounting bpffs on /sys/fs/bpf"

@@ -19,6 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ebpf_dir = ebpf_dir.to_str().ok_or("non-UTF-8 path")?;
     let common_dir = manifest_dir.join("../firewall-common");
     println!("cargo:rerun-if-changed={}", common_dir.display());
+    // aya-build relays every line the nested cargo prints as a build warning; keep it to errors.
+    // SAFETY: build scripts are single-threaded here; nothing reads the environment concurrently.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "firewall-ebpf",

@@ -212,6 +212,16 @@ fn classify(frame: &Frame, config: &Config) -> Outcome {
         ban_reason: 0,
         addr: ip.addr,
     };
+    // The transport header is read before the rules so that drop events carry the port; a
+    // malformed one is judged only after the allow and block lists, as the model does.
+    let l4 = if ip.later_fragment {
+        Ok((0, false, 0))
+    } else {
+        parse_l4(frame, &ip)
+    };
+    if let Ok((dst_port, _, _)) = l4 {
+        out.dst_port = dst_port;
+    }
 
     if is_allowlisted(&ip) {
         out.reason = Reason::Allowlisted;
@@ -232,7 +242,7 @@ fn classify(frame: &Frame, config: &Config) -> Outcome {
         return out;
     }
 
-    let (dst_port, syn, udp_payload) = match parse_l4(frame, &ip) {
+    let (dst_port, syn, udp_payload) = match l4 {
         Ok(l4) => l4,
         Err(()) => {
             out.reason = Reason::Malformed;
@@ -240,7 +250,6 @@ fn classify(frame: &Frame, config: &Config) -> Outcome {
             return out;
         }
     };
-    out.dst_port = dst_port;
     if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
         return out;
     }

@@ -424,7 +424,7 @@ fn drop_events_carry_source_reason_and_port_and_are_rate_bounded() {
     assert_eq!(firewall::maps::event_addr(&e), ip("198.51.100.7"));
     assert_eq!(e.reason, Reason::Blocklisted as u32);
     assert_eq!(e.ban_reason, BanReason::Spam as u32);
-    assert_eq!((e.dst_port, e.protocol, e.family), (0, 17, 4));
+    assert_eq!((e.dst_port, e.protocol, e.family), (4242, 17, 4));
     assert_eq!(e.verdict, Verdict::Drop as u8);
 }
 
