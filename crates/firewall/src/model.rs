@@ -1,5 +1,6 @@
-//! The filter's decision in plain user-space Rust, on a byte slice: the reference the kernel
-//! program is tested against, and the fallback filter where XDP cannot be loaded.
+//! The filter's decision in plain user-space Rust: on a frame's bytes, the reference the kernel
+//! program is tested against; on a flow (source, protocol, port), the fallback filter for
+//! connections where XDP cannot be loaded.
 //!
 //! # Invariants
 //! For the same frame, rules, policy and clock, [`Model::decide`] returns the verdict and
@@ -17,7 +18,7 @@ use firewall_common::{
 };
 use ipnet::IpNet;
 
-use crate::rules::{RuleSet, is_host, longest_match};
+use crate::rules::{Policy, RuleSet, is_host, longest_match};
 
 /// A verdict with its reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +27,19 @@ pub struct Decision {
     pub verdict: Verdict,
     /// Why.
     pub reason: Reason,
+}
+
+/// What the fallback filter knows of a packet or connection when it has no frame to parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// Source address.
+    pub src: IpAddr,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub protocol: u8,
+    /// Destination port.
+    pub dst_port: u16,
+    /// A new TCP connection (SYN without ACK).
+    pub syn: bool,
 }
 
 /// The reference filter: policy, ports, rules and per-source budgets.
@@ -212,10 +226,74 @@ impl Model {
         model
     }
 
+    /// A model of `policy` with `rules`.
+    pub fn from_policy(policy: &Policy, rules: &RuleSet) -> Model {
+        Model::new(policy.config(), policy.port_flags(), rules)
+    }
+
+    /// Replaces the policy (mode, budgets, ports); rules and budgets spent stay.
+    pub fn set_policy(&mut self, policy: &Policy) {
+        self.config = policy.config();
+        self.ports = policy.port_flags();
+    }
+
+    /// Adds or replaces a block rule.
+    pub fn block(&mut self, net: IpNet, entry: BlockEntry) {
+        let net = net.trunc();
+        if is_host(&net) {
+            self.block_exact.insert(net.addr(), entry);
+        } else {
+            self.block_prefix.retain(|(n, _)| *n != net);
+            self.block_prefix.push((net, entry));
+        }
+    }
+
+    /// Removes the block rule for exactly `net`; false when there was none.
+    pub fn unblock(&mut self, net: IpNet) -> bool {
+        let net = net.trunc();
+        if is_host(&net) {
+            return self.block_exact.remove(&net.addr()).is_some();
+        }
+        let before = self.block_prefix.len();
+        self.block_prefix.retain(|(n, _)| *n != net);
+        self.block_prefix.len() != before
+    }
+
+    /// Allowlists a prefix.
+    pub fn allow(&mut self, net: IpNet) {
+        let net = net.trunc();
+        if !self.allow.contains(&net) {
+            self.allow.push(net);
+        }
+    }
+
+    /// Removes the allow rule for exactly `net`; false when there was none.
+    pub fn disallow(&mut self, net: IpNet) -> bool {
+        let net = net.trunc();
+        let before = self.allow.len();
+        self.allow.retain(|n| *n != net);
+        self.allow.len() != before
+    }
+
     /// The verdict and reason for `frame` at CLOCK_BOOTTIME `now_ns`. Spends rate-limit
     /// tokens as the kernel does.
     pub fn decide(&mut self, frame: &[u8], now_ns: u64) -> Decision {
         let (drop, reason) = self.classify(frame, now_ns);
+        self.decision(drop, reason)
+    }
+
+    /// The verdict and reason for a flow known only by its source, protocol and port (the
+    /// fallback filter's view of a connection): the same rules in the same order, without the
+    /// checks that need the frame (malformed headers, fragments, QUIC Initial size).
+    pub fn decide_flow(&mut self, flow: &Flow, now_ns: u64) -> Decision {
+        let (drop, reason) = match self.source_rules(flow.src, now_ns) {
+            Some(decided) => decided,
+            None => self.port_rules(flow, now_ns),
+        };
+        self.decision(drop, reason)
+    }
+
+    fn decision(&self, drop: bool, reason: Reason) -> Decision {
         let verdict = if !drop {
             Verdict::Pass
         } else if self.config.is_monitor() {
@@ -232,11 +310,8 @@ impl Model {
             Ok(None) => return (false, Reason::NonIp),
             Err(()) => return (true, Reason::Malformed),
         };
-        if longest_match(self.allow.iter().map(|n| (n, ())), ip.addr).is_some() {
-            return (false, Reason::Allowlisted);
-        }
-        if self.is_blocked(ip.addr, now_ns) {
-            return (true, Reason::Blocklisted);
+        if let Some(decided) = self.source_rules(ip.addr, now_ns) {
+            return decided;
         }
         if ip.fragment && self.config.drops_fragments() {
             return (true, Reason::Fragment);
@@ -247,13 +322,7 @@ impl Model {
         let Ok((port, syn, udp_payload)) = parse_l4(f, &ip) else {
             return (true, Reason::Malformed);
         };
-        if ip.protocol != 6 && ip.protocol != 17 {
-            return (false, Reason::NoMatch);
-        }
         let flags = self.ports.get(&port).copied().unwrap_or(0);
-        if flags == 0 {
-            return (false, Reason::NoMatch);
-        }
         if ip.protocol == 17
             && flags & port_flags::QUIC != 0
             && !ip.fragment
@@ -261,9 +330,32 @@ impl Model {
         {
             return (true, Reason::QuicShortInitial);
         }
-        let protected = (ip.protocol == 6 && flags & port_flags::TCP != 0)
-            || (ip.protocol == 17 && flags & port_flags::UDP != 0);
-        if protected && !self.within_budget(ip.addr, syn, now_ns) {
+        let flow = Flow {
+            src: ip.addr,
+            protocol: ip.protocol,
+            dst_port: port,
+            syn,
+        };
+        self.port_rules(&flow, now_ns)
+    }
+
+    /// Allowlist, then blocklist: `Some` when one of them decides.
+    fn source_rules(&self, src: IpAddr, now_ns: u64) -> Option<(bool, Reason)> {
+        if longest_match(self.allow.iter().map(|n| (n, ())), src).is_some() {
+            return Some((false, Reason::Allowlisted));
+        }
+        if self.is_blocked(src, now_ns) {
+            return Some((true, Reason::Blocklisted));
+        }
+        None
+    }
+
+    /// Per-source budgets on protected ports.
+    fn port_rules(&mut self, flow: &Flow, now_ns: u64) -> (bool, Reason) {
+        let flags = self.ports.get(&flow.dst_port).copied().unwrap_or(0);
+        let protected = (flow.protocol == 6 && flags & port_flags::TCP != 0)
+            || (flow.protocol == 17 && flags & port_flags::UDP != 0);
+        if protected && !self.within_budget(flow.src, flow.syn, now_ns) {
             return (true, Reason::RateLimited);
         }
         (false, Reason::NoMatch)
@@ -395,6 +487,67 @@ mod tests {
         assert_eq!(decide(&mut m, &syn), (Verdict::Drop, Reason::RateLimited));
         let ack = Packet::tcp(src, dst, 5, 9000, tcp_flags::ACK).build();
         assert_eq!(decide(&mut m, &ack).0, Verdict::Pass);
+    }
+
+    #[test]
+    fn the_flow_fallback_applies_the_same_rules_and_follows_edits() {
+        let policy = Policy {
+            syn_rate_pps: 1,
+            syn_burst: 1,
+            tcp_ports: vec![9000],
+            ..Policy::default()
+        };
+        let mut m = Model::from_policy(&policy, &RuleSet::default());
+        let flow = |src: &str, syn| Flow {
+            src: ip(src),
+            protocol: 6,
+            dst_port: 9000,
+            syn,
+        };
+        let verdict = |m: &mut Model, f: &Flow| {
+            let d = m.decide_flow(f, 1_000);
+            (d.verdict, d.reason)
+        };
+        assert_eq!(
+            verdict(&mut m, &flow("192.0.2.9", true)),
+            (Verdict::Pass, Reason::NoMatch)
+        );
+        assert_eq!(
+            verdict(&mut m, &flow("192.0.2.9", true)),
+            (Verdict::Drop, Reason::RateLimited)
+        );
+        let net: IpNet = "192.0.2.0/24".parse().unwrap();
+        m.block(
+            net,
+            BlockEntry {
+                reason: 1,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            verdict(&mut m, &flow("192.0.2.7", false)).1,
+            Reason::Blocklisted
+        );
+        m.allow("192.0.2.7/32".parse().unwrap());
+        assert_eq!(
+            verdict(&mut m, &flow("192.0.2.7", false)).1,
+            Reason::Allowlisted
+        );
+        assert!(m.disallow("192.0.2.7/32".parse().unwrap()));
+        assert!(m.unblock(net));
+        assert!(!m.unblock(net));
+        assert_eq!(
+            verdict(&mut m, &flow("192.0.2.7", false)).1,
+            Reason::NoMatch
+        );
+        m.set_policy(&Policy {
+            mode: firewall_common::Mode::Monitor,
+            ..policy
+        });
+        assert_eq!(
+            verdict(&mut m, &flow("192.0.2.9", true)),
+            (Verdict::WouldDrop, Reason::RateLimited)
+        );
     }
 
     #[test]
