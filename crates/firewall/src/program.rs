@@ -209,6 +209,7 @@ pub fn load(instance: &Instance) -> Result<Loaded, FirewallError> {
         Err(source) => {
             remove_dir_if_empty(instance.dir());
             return Err(FirewallError::Load {
+                dir: instance.dir().to_path_buf(),
                 source: Box::new(source),
             });
         }
