@@ -191,29 +191,33 @@ pub struct Loaded {
     ebpf: Ebpf,
 }
 
-/// Loads the program, creating the instance's pinned maps or re-using existing ones.
+/// Loads the program, creating the instance's pinned maps or re-using existing ones. When it
+/// fails, an instance this call created is removed again.
 pub fn load(instance: &Instance) -> Result<Loaded, FirewallError> {
     if PROGRAM_OBJECT.is_empty() {
         return Err(FirewallError::ProgramNotBuilt);
     }
     preflight()?;
+    let existed = instance.dir().exists();
+    let result = load_pinned(instance);
+    if result.is_err() && !existed {
+        let _ = remove_pins(instance);
+    }
+    result
+}
+
+fn load_pinned(instance: &Instance) -> Result<Loaded, FirewallError> {
     fs::create_dir_all(instance.dir()).map_err(|source| FirewallError::Io {
         what: format!("creating {}", instance.dir().display()),
         source,
     })?;
-    let loaded = EbpfLoader::new()
+    let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(instance.dir())
-        .load(PROGRAM_OBJECT);
-    let mut ebpf = match loaded {
-        Ok(ebpf) => ebpf,
-        Err(source) => {
-            remove_dir_if_empty(instance.dir());
-            return Err(FirewallError::Load {
-                dir: instance.dir().to_path_buf(),
-                source: Box::new(source),
-            });
-        }
-    };
+        .load(PROGRAM_OBJECT)
+        .map_err(|source| FirewallError::Load {
+            dir: instance.dir().to_path_buf(),
+            source: Box::new(source),
+        })?;
     program_mut(&mut ebpf)?
         .load()
         .map_err(|source| FirewallError::Verifier {
@@ -234,10 +238,6 @@ fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, FirewallError> {
         .map_err(|source| FirewallError::Verifier {
             source: Box::new(source),
         })
-}
-
-fn remove_dir_if_empty(dir: &Path) {
-    let _ = fs::remove_dir(dir);
 }
 
 impl Loaded {
