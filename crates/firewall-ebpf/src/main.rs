@@ -4,7 +4,8 @@
 //! # Design
 //! `firewall` is a thin entry; `classify` parses and decides, returning an [`Outcome`] instead of
 //! an action; `finish` is the one place that turns an outcome into an action, applies monitor
-//! mode, counts, and samples drop events. No path returns without passing through `finish`.
+//! mode, counts, and samples drop events. No path returns without passing through `finish`,
+//! except the never-taken one where the CONFIG array has no entry 0.
 //!
 //! # Invariants
 //! Every packet access goes through [`Frame::read`], which checks the bounds against
