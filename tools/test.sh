@@ -18,8 +18,10 @@ cargo fmt --all -- --check
 # Default members: every crate but the eBPF one, which only builds for the BPF target.
 echo "== cargo clippy (user space)"
 cargo clippy --all-targets --locked -- -D warnings
-echo "== cargo clippy (eBPF crate, nightly, bpfel-unknown-none)"
-(cd crates/firewall-ebpf && cargo +nightly clippy --locked --release \
-  -Z build-std=core --target bpfel-unknown-none -- -D warnings)
+echo "== cargo clippy (eBPF crates, nightly, bpfel-unknown-none)"
+for crate in crates/firewall-ebpf tools/attacker-ebpf; do
+  (cd "$crate" && cargo +nightly clippy --locked --release \
+    -Z build-std=core --target bpfel-unknown-none -- -D warnings)
+done
 echo "== cargo test"
 cargo test --locked

@@ -1,10 +1,10 @@
 //! Send bounded floods of crafted frames out of an interface in one of the lab's own network
 //! namespaces. Every run stops at `--packets` or `--duration`, whichever comes first.
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+mod packet;
+mod xdp;
+
+use std::{net::IpAddr, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
@@ -15,10 +15,10 @@ use ipnet::IpNet;
 const PACKETS_MAX: u64 = 100_000_000;
 /// Longest run.
 const DURATION_MAX: Duration = Duration::from_secs(600);
-/// Frames handed to the kernel per sendmmsg call.
-const BATCH: usize = 64;
 /// Distinct source addresses cycled through, at most.
-const SOURCES_MAX: u64 = 4096;
+const SOURCES_MAX: usize = xdp::SOURCES_MAX;
+/// Source ports are `SPORT_BASE + index of the source` (the generator does the same).
+const SPORT_BASE: u16 = 10_000;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +59,44 @@ struct Args {
     /// Packets per second (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     pps: u64,
+    /// How frames leave the interface.
+    #[arg(long, value_enum, default_value = "packet")]
+    engine: Engine,
+    /// Run the sender on this CPU only.
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Engine {
+    /// AF_PACKET socket and sendmmsg: the frames are skbs, sent with `ndo_start_xmit`.
+    Packet,
+    /// XDP generator: BPF_PROG_TEST_RUN live frames redirected out of the interface, so the
+    /// peer gets xdp_frames through `ndo_xdp_xmit`, as from a NIC driver. A veth peer accepts
+    /// them only with an XDP program attached or GRO on (`ethtool -K DEV gro on`). `sent`
+    /// counts the frames made; those the peer had no room for are freed (`ethtool -S DEV`,
+    /// tx_queue_*_xdp_xmit_errors). With `--pps`, frames go in bursts every 100 ms.
+    Xdp,
+}
+
+/// What a flood did.
+pub struct Report {
+    /// Frames sent (the xdp engine: made and handed to the interface).
+    pub sent: u64,
+    /// From the first frame to the last.
+    pub took: Duration,
+    /// Frames the interface counted out (tx_packets), when the engine reports it.
+    pub taken: Option<u64>,
+}
+
+/// When a flood stops.
+pub struct Bounds {
+    /// Stop after this many packets.
+    pub packets: u64,
+    /// Stop after this long.
+    pub duration: Duration,
+    /// Packets per second (0: as fast as possible).
+    pub pps: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -86,72 +124,65 @@ fn parse_mac(s: &str) -> Result<[u8; 6]> {
         .map_err(|_| anyhow::anyhow!("invalid MAC {s:?}: expected six hex bytes"))
 }
 
-fn frames(args: &Args) -> Result<Vec<Vec<u8>>> {
-    let dst_mac = parse_mac(&args.dst_mac)?;
-    let count = args.src.hosts().take(SOURCES_MAX as usize).count().max(1);
+/// The source addresses of the flood: `--src` itself, or up to `SOURCES_MAX` of its hosts.
+fn sources(args: &Args) -> Result<Vec<IpAddr>> {
     let sources: Vec<IpAddr> = if args.src.prefix_len() == args.src.max_prefix_len() {
         vec![args.src.addr()]
     } else {
-        args.src.hosts().take(count).collect()
+        args.src.hosts().take(SOURCES_MAX).collect()
     };
+    if sources.is_empty() {
+        bail!("--src {} has no host addresses", args.src);
+    }
     if sources.iter().any(|s| s.is_ipv4() != args.dst.is_ipv4()) {
         bail!("--src and --dst must be the same IP family");
     }
-    Ok(sources
-        .iter()
-        .enumerate()
-        .map(|(i, src)| {
-            let sport = 10_000 + (i % 50_000) as u16;
-            let mut p = match args.kind {
-                Kind::Udp => Packet::udp(
-                    *src,
-                    args.dst,
-                    sport,
-                    args.dst_port,
-                    &vec![0x5a; args.payload],
-                ),
-                Kind::Syn => Packet::tcp(*src, args.dst, sport, args.dst_port, tcp_flags::SYN),
-                Kind::QuicShort => {
-                    Packet::udp(*src, args.dst, sport, args.dst_port, &quic_initial(200))
-                }
-            };
-            p.dst_mac = dst_mac;
-            p.build()
-        })
-        .collect())
+    Ok(sources)
 }
 
-fn open_socket(iface: &str) -> Result<i32> {
+/// The frame sent from the `index`th source.
+fn frame(args: &Args, dst_mac: [u8; 6], src: IpAddr, index: usize) -> Vec<u8> {
+    let sport = SPORT_BASE + (index % 50_000) as u16;
+    let mut p = match args.kind {
+        Kind::Udp => Packet::udp(
+            src,
+            args.dst,
+            sport,
+            args.dst_port,
+            &vec![0x5a; args.payload],
+        ),
+        Kind::Syn => Packet::tcp(src, args.dst, sport, args.dst_port, tcp_flags::SYN),
+        Kind::QuicShort => Packet::udp(src, args.dst, sport, args.dst_port, &quic_initial(200)),
+    };
+    p.dst_mac = dst_mac;
+    p.build()
+}
+
+fn ifindex(iface: &str) -> Result<u32> {
     let c_iface = std::ffi::CString::new(iface)?;
     // SAFETY: valid C string.
     let ifindex = unsafe { libc::if_nametoindex(c_iface.as_ptr()) };
     if ifindex == 0 {
         bail!("unknown interface {iface:?} (check --netns)");
     }
-    // SAFETY: plain socket creation; protocol 0 sends only and receives nothing.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        bail!(
-            "AF_PACKET socket: {} (needs root)",
-            std::io::Error::last_os_error()
-        );
+    Ok(ifindex)
+}
+
+/// Restricts the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= libc::CPU_SETSIZE as usize {
+        bail!("--cpu {cpu}: no such CPU");
     }
-    // SAFETY: sockaddr_ll is plain data; zeroed is valid.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_ifindex = ifindex as i32;
-    // SAFETY: addr is a valid sockaddr_ll of the given length.
-    let rc = unsafe {
-        libc::bind(
-            fd,
-            &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
+    // SAFETY: `cpu` is below CPU_SETSIZE, checked above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the given size; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
-        bail!("binding to {iface}: {}", std::io::Error::last_os_error());
+        bail!("--cpu {cpu}: {}", std::io::Error::last_os_error());
     }
-    Ok(fd)
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -159,58 +190,48 @@ fn main() -> Result<()> {
     if args.packets > PACKETS_MAX || args.duration > DURATION_MAX {
         bail!("a flood is bounded to {PACKETS_MAX} packets and {DURATION_MAX:?}");
     }
+    let bounds = Bounds {
+        packets: args.packets,
+        duration: args.duration,
+        pps: args.pps,
+    };
+    if let Some(cpu) = args.cpu {
+        pin_to(cpu)?;
+    }
+    // This thread sends, so it is the one that enters the namespace: the interface's ifindex
+    // (and, for the xdp engine, the DevMap entry) are resolved in the caller's namespace.
     if let Some(ns) = &args.netns {
         firewall::netns::enter(ns)?;
     }
-    let frames = frames(&args)?;
-    let fd = open_socket(&args.iface)?;
-    let mut iovecs: Vec<libc::iovec> = frames
-        .iter()
-        .map(|f| libc::iovec {
-            iov_base: f.as_ptr() as *mut libc::c_void,
-            iov_len: f.len(),
-        })
-        .collect();
-    let started = Instant::now();
-    let mut sent = 0u64;
-    let mut next = 0usize;
-    while sent < args.packets && started.elapsed() < args.duration {
-        let want = (args.packets - sent).min(BATCH as u64) as usize;
-        // SAFETY: mmsghdr is plain data; zeroed is valid before filling.
-        let mut msgs: Vec<libc::mmsghdr> = (0..want)
-            .map(|i| {
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = &mut iovecs[(next + i) % frames.len()];
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        // SAFETY: msgs points to `want` initialised headers whose iovecs outlive the call.
-        let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), want as u32, 0) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENOBUFS) || err.raw_os_error() == Some(libc::EAGAIN)
-            {
-                std::thread::yield_now();
-                continue;
-            }
-            bail!("sendmmsg: {err}");
+    let dst_mac = parse_mac(&args.dst_mac)?;
+    let sources = sources(&args)?;
+    let ifindex = ifindex(&args.iface)?;
+    let report = match args.engine {
+        Engine::Packet => {
+            let frames: Vec<Vec<u8>> = sources
+                .iter()
+                .enumerate()
+                .map(|(i, src)| frame(&args, dst_mac, *src, i))
+                .collect();
+            packet::flood(&args.iface, ifindex, &frames, &bounds)?
         }
-        sent += n as u64;
-        next = (next + n as usize) % frames.len();
-        if args.pps > 0 {
-            let due = Duration::from_secs_f64(sent as f64 / args.pps as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
+        Engine::Xdp => {
+            let template = frame(&args, dst_mac, sources[0], 0);
+            xdp::flood(&args.iface, ifindex, &template, &sources, &bounds)?
         }
-    }
-    // SAFETY: fd is ours and closed once.
-    unsafe { libc::close(fd) };
-    let secs = started.elapsed().as_secs_f64();
+    };
+    let secs = report.took.as_secs_f64().max(1e-9);
+    let sent = report.sent;
     println!(
         "sent {sent} packets in {secs:.2}s ({:.0} pps)",
         sent as f64 / secs
     );
+    if let Some(taken) = report.taken {
+        println!(
+            "{} counted {taken} out ({:.0} pps): the frames its peer took",
+            args.iface,
+            taken as f64 / secs
+        );
+    }
     Ok(())
 }
