@@ -335,9 +335,9 @@ impl Config {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BlockEntry {
-    /// CLOCK_BOOTTIME nanoseconds after which the entry no longer matches; 0 = never expires.
+    /// CLOCK_MONOTONIC nanoseconds after which the entry no longer matches; 0 = never expires.
     pub expires_at_ns: u64,
-    /// CLOCK_BOOTTIME nanoseconds when the entry was written.
+    /// CLOCK_MONOTONIC nanoseconds when the entry was written.
     pub created_at_ns: u64,
     /// A [`BanReason`] code.
     pub reason: u32,
@@ -346,7 +346,7 @@ pub struct BlockEntry {
 }
 
 impl BlockEntry {
-    /// True when the entry still applies at `now_ns` (CLOCK_BOOTTIME).
+    /// True when the entry still applies at `now_ns` (CLOCK_MONOTONIC).
     #[inline(always)]
     pub const fn is_active(&self, now_ns: u64) -> bool {
         self.expires_at_ns == 0 || now_ns < self.expires_at_ns
@@ -357,7 +357,7 @@ impl BlockEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct AllowEntry {
-    /// CLOCK_BOOTTIME nanoseconds when the entry was written.
+    /// CLOCK_MONOTONIC nanoseconds when the entry was written.
     pub created_at_ns: u64,
 }
 
@@ -403,7 +403,7 @@ pub struct Counter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct DropEvent {
-    /// CLOCK_BOOTTIME nanoseconds of the drop.
+    /// CLOCK_MONOTONIC nanoseconds of the drop.
     pub timestamp_ns: u64,
     /// Source address: IPv4 in the first 4 bytes (rest zero) or IPv6.
     pub addr: [u8; 16],

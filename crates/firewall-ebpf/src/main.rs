@@ -19,7 +19,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_ktime_get_boot_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key as LpmKey},
     programs::XdpContext,
@@ -471,7 +471,7 @@ fn blocklist_entry(ip: &Ip) -> Option<BlockEntry> {
     let mut now = 0;
     if let Some(entry) = exact {
         // SAFETY: a helper without arguments or side effects.
-        now = unsafe { bpf_ktime_get_boot_ns() };
+        now = unsafe { bpf_ktime_get_coarse_ns() };
         if entry.is_active(now) {
             return Some(entry);
         }
@@ -484,7 +484,7 @@ fn blocklist_entry(ip: &Ip) -> Option<BlockEntry> {
     let entry = prefix?;
     if now == 0 {
         // SAFETY: as above.
-        now = unsafe { bpf_ktime_get_boot_ns() };
+        now = unsafe { bpf_ktime_get_coarse_ns() };
     }
     if entry.is_active(now) {
         Some(entry)
@@ -506,7 +506,7 @@ fn within_budget(ip: &Ip, syn: bool, config: &Config) -> bool {
         rate_key_v6(ip.v6())
     };
     // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let state = match RATE.get_ptr_mut(key) {
         Some(state) => state,
         None => {
@@ -574,7 +574,7 @@ fn sample_event(config: &Config, verdict: Verdict, outcome: &Outcome) {
         return;
     };
     // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: per-CPU slot of a map of TokenBucket values, used only by this CPU.
     let budget = unsafe { &mut *budget };
     if !budget.take(now, config.events_per_sec, config.events_burst) {

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 
 use crate::{
     FirewallError, Instance,
-    clock::{boottime_ns, deadline_ns},
+    clock::{deadline_ns, now_ns},
     rules::{Policy, Rule, RuleKind, RuleSet, Why, is_host, longest_match},
 };
 
@@ -188,7 +188,7 @@ impl Maps {
     ) -> Result<(), FirewallError> {
         let entry = BlockEntry {
             expires_at_ns: deadline_ns(ttl),
-            created_at_ns: boottime_ns(),
+            created_at_ns: now_ns(),
             reason: reason as u32,
             _pad: 0,
         };
@@ -236,7 +236,7 @@ impl Maps {
     pub fn allow(&mut self, net: IpNet) -> Result<(), FirewallError> {
         let net = net.trunc();
         let entry = AllowEntry {
-            created_at_ns: boottime_ns(),
+            created_at_ns: now_ns(),
         };
         let result = match net {
             IpNet::V4(n) => {
@@ -354,7 +354,7 @@ impl Maps {
         );
         Ok(Why {
             addr,
-            now_ns: boottime_ns(),
+            now_ns: now_ns(),
             allow,
             exact,
             prefix,
@@ -363,7 +363,7 @@ impl Maps {
 
     /// Removes every expired block entry; returns how many.
     pub fn sweep(&mut self) -> Result<usize, FirewallError> {
-        let now = boottime_ns();
+        let now = now_ns();
         let expired: Vec<IpNet> = self
             .rule_set()?
             .block

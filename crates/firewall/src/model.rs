@@ -275,7 +275,7 @@ impl Model {
         self.allow.len() != before
     }
 
-    /// The verdict and reason for `frame` at CLOCK_BOOTTIME `now_ns`. Spends rate-limit
+    /// The verdict and reason for `frame` at CLOCK_MONOTONIC `now_ns`. Spends rate-limit
     /// tokens as the kernel does.
     pub fn decide(&mut self, frame: &[u8], now_ns: u64) -> Decision {
         let (drop, reason) = self.classify(frame, now_ns);

@@ -206,7 +206,7 @@ pub fn longest_match<'a, T>(
 pub struct Why {
     /// The address asked about.
     pub addr: IpAddr,
-    /// CLOCK_BOOTTIME of the answer.
+    /// CLOCK_MONOTONIC of the answer.
     pub now_ns: u64,
     /// The longest allowlisted prefix containing it.
     pub allow: Option<IpNet>,

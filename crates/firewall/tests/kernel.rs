@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 use common::{TestFilter, XDP_DROP, XDP_PASS, privileged};
 use firewall::{
     BanReason, Mode, Policy, Reason, RuleSet, Verdict,
-    clock::boottime_ns,
+    clock::now_ns,
     frames::{Packet, Transport, quic_initial, tcp_flags},
     model::Model,
 };
@@ -596,7 +596,7 @@ fn kernel_verdicts_equal_the_reference_model_on_random_and_mutated_frames() {
     let mut seen = std::collections::BTreeSet::new();
     for round in 0..16 {
         let mut f = TestFilter::new("diff");
-        let now = boottime_ns();
+        let now = now_ns();
         let rules = random_rules(&mut rng, now);
         let policy = random_policy(&mut rng);
         f.maps.apply_policy(&policy).expect("policy");
@@ -610,7 +610,7 @@ fn kernel_verdicts_equal_the_reference_model_on_random_and_mutated_frames() {
                 // test_run needs a whole Ethernet header.
                 continue;
             }
-            let expected = model.decide(&frame, boottime_ns());
+            let expected = model.decide(&frame, now_ns());
             let (action, verdict, reason) = f.run(&frame);
             assert_eq!(
                 (verdict, reason),

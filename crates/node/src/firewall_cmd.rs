@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use firewall::{
     AttachMode, BanReason, Instance, Maps, Mode, Policy, Reason, RuleKind, Verdict,
-    clock::boottime_ns,
+    clock::now_ns,
     maps::event_addr,
     program,
     rules::{ban_reason_name, describe_expiry, parse_net},
@@ -288,7 +288,7 @@ fn attach(instance: &Instance, a: AttachArgs) -> Result<()> {
 }
 
 fn list(maps: &Maps) -> Result<()> {
-    let now = boottime_ns();
+    let now = now_ns();
     let rules = maps.list()?;
     if rules.is_empty() {
         println!("no rules");
