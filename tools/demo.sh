@@ -43,7 +43,7 @@ attack() {
   echo ">>> $1" >&2
   shift
   "$BIN/attacker" --netns "$NS_A" --iface "$VETH_A" --dst 198.18.0.2 --dst-mac "$MAC_B" \
-    --duration "${SECONDS_PER_ATTACK}s" --packets 20000000 "$@" >&2
+    --engine xdp --duration "${SECONDS_PER_ATTACK}s" --packets 50000000 "$@" >&2
 }
 
 "$BIN/node" firewall --instance "$INSTANCE" top --count $((SECONDS_PER_ATTACK * 4 + 2)) &
