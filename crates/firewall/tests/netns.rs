@@ -54,11 +54,14 @@ struct Pair {
 impl Pair {
     fn new(tag: &str) -> Pair {
         let name = instance_name(tag);
-        let n = name.split('-').nth(1).unwrap_or("0").to_string();
-        let short = format!("{:05}{}", std::process::id() % 100_000, n);
+        let n = name.split('-').nth(2).unwrap_or("0").to_string();
+        let pid = std::process::id();
+        // Interface names hold 15 bytes; namespace names carry the whole pid so a later run can
+        // tell which ones a killed run left behind.
+        let short = format!("{:07}{n}", pid % 10_000_000);
         let pair = Pair {
-            ns_a: format!("fwt-{short}-a"),
-            ns_b: format!("fwt-{short}-b"),
+            ns_a: format!("fwt-{pid}-{n}-a"),
+            ns_b: format!("fwt-{pid}-{n}-b"),
             veth_a: format!("fa{short}"),
             veth_b: format!("fb{short}"),
             instance: Instance::new(&name).expect("instance name"),

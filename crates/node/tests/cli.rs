@@ -61,11 +61,14 @@ struct Netns {
 
 impl Netns {
     fn new() -> Netns {
-        let id = std::process::id() % 100_000;
+        let id = std::process::id();
         let n = Netns {
             name: format!("fwcli-{id}"),
-            instance: format!("cli-{id}"),
+            instance: format!("xdptest-cli-{id}"),
         };
+        // Names carry this process's pid, so anything by these names was left by a killed run.
+        let _ = node(&n.instance, &["detach"]);
+        let _ = Command::new("ip").args(["netns", "del", &n.name]).output();
         ip(&["netns", "add", &n.name]);
         ip(&[
             "-n", &n.name, "link", "add", "c0", "type", "veth", "peer", "name", "c1",

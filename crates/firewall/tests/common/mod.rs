@@ -28,14 +28,52 @@ pub fn privileged(test: &str) -> bool {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A unique instance name for this test process.
+/// A unique instance name for this test process: `xdptest-<pid>-<n>-<tag>`. The first call also
+/// removes what killed test processes left behind (pins `xdptest-<pid>-*`, namespaces
+/// `fwt-<pid>-*`, where no process `<pid>` runs any more).
 pub fn instance_name(tag: &str) -> String {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_leftovers_of_dead_processes);
     format!(
-        "t{}-{}-{}",
+        "xdptest-{}-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed),
         tag
     )
+}
+
+/// The pid in a name `<prefix><pid>-...`, if that process is gone.
+fn dead_owner(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+fn remove_leftovers_of_dead_processes() {
+    if let Ok(entries) = std::fs::read_dir(program::BPFFS) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if dead_owner(&name, "xdptest-")
+                && let Ok(instance) = Instance::new(&name)
+            {
+                let _ = program::remove_pins(&instance);
+            }
+        }
+    }
+    if let Ok(out) = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+    {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if dead_owner(name, "fwt-") {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", name])
+                    .status();
+            }
+        }
+    }
 }
 
 /// A loaded (not attached) filter with its own pinned maps, removed on drop.
