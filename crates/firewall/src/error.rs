@@ -55,6 +55,10 @@ pub enum FirewallError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error(
+        "instance {instance:?} is attached to interface index {ifindex}: detach it first, or use another --instance"
+    )]
+    AttachedElsewhere { instance: String, ifindex: u32 },
     #[error("opening the pinned link {path} failed: {source}")]
     PinnedLink {
         path: PathBuf,

@@ -75,6 +75,15 @@ impl Instance {
         self.dir.join(format!("link_{mode}"))
     }
 
+    /// The interface index the pinned link is attached to (0 when that interface is gone), from
+    /// the link's fdinfo; `None` when not attached.
+    pub fn attached_ifindex(&self) -> Result<Option<u32>, FirewallError> {
+        let Some((_, path)) = self.attached_link() else {
+            return Ok(None);
+        };
+        link_ifindex(&path).map(Some)
+    }
+
     /// The attach mode (`native` or `generic`) and pinned link path, if attached.
     pub fn attached_link(&self) -> Option<(&'static str, PathBuf)> {
         ["native", "generic"]
@@ -82,6 +91,58 @@ impl Instance {
             .map(|m| (m, self.link_path(m)))
             .find(|(_, p)| p.exists())
     }
+}
+
+/// Reads `ifindex:` from the fdinfo of the XDP link pinned at `path`.
+fn link_ifindex(path: &Path) -> Result<u32, FirewallError> {
+    use std::os::unix::ffi::OsStrExt;
+    let io_err = |source| FirewallError::Io {
+        what: format!("reading the pinned link {}", path.display()),
+        source,
+    };
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    /// The BPF_OBJ_GET part of `union bpf_attr`.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+    }
+    let attr = ObjGet {
+        pathname: c_path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    // SAFETY: `attr` is a valid BPF_OBJ_GET attribute whose pathname outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGet,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io_err(io::Error::last_os_error()));
+    }
+    let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{fd}"));
+    // SAFETY: `fd` was just returned by the kernel to this process and is closed once.
+    unsafe { libc::close(fd as i32) };
+    let fdinfo = fdinfo.map_err(io_err)?;
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("ifindex:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            io_err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no ifindex in fdinfo",
+            ))
+        })
 }
 
 /// Which XDP mode to ask for.
@@ -296,35 +357,38 @@ impl Loaded {
     /// Attaches to `iface` (in the calling thread's network namespace) and pins the link, or,
     /// if the instance is already attached, swaps this program into its link atomically.
     pub fn attach(mut self, iface: &str, mode: AttachMode) -> Result<Attached, FirewallError> {
-        if let Some((current, path)) = self.instance.attached_link() {
-            let link_err = |source| FirewallError::PinnedLink {
-                path: path.clone(),
-                source: Box::new(source),
-            };
-            let fd_link: FdLink = PinnedLink::from_pin(&path).map_err(link_err)?.into();
-            let link = XdpLink::try_from(fd_link).map_err(link_err)?;
-            let program = program_mut(&mut self.ebpf)?;
-            program
-                .attach_to_link(link)
-                .map_err(|source| FirewallError::Replace {
-                    path,
-                    source: Box::new(source),
-                })?;
-            return Ok(Attached {
-                iface: iface.to_string(),
-                mode: current,
-                replaced: true,
-            });
-        }
-
-        let c_iface = CString::new(iface).map_err(|_| FirewallError::UnknownInterface {
+        let unknown = || FirewallError::UnknownInterface {
             iface: iface.to_string(),
-        })?;
+        };
+        let c_iface = CString::new(iface).map_err(|_| unknown())?;
         // SAFETY: `c_iface` is a valid C string.
-        if unsafe { libc::if_nametoindex(c_iface.as_ptr()) } == 0 {
-            return Err(FirewallError::UnknownInterface {
-                iface: iface.to_string(),
-            });
+        let ifindex = unsafe { libc::if_nametoindex(c_iface.as_ptr()) };
+        if ifindex == 0 {
+            return Err(unknown());
+        }
+        if let Some((current, path)) = self.instance.attached_link() {
+            match link_ifindex(&path)? {
+                linked if linked == ifindex => {
+                    return self.replace(iface, current, path);
+                }
+                0 => {
+                    // The interface the link was on is gone (its namespace deleted, say).
+                    log::warn!(
+                        "removing the stale link {} of a vanished interface",
+                        path.display()
+                    );
+                    fs::remove_file(&path).map_err(|source| FirewallError::Io {
+                        what: format!("removing {}", path.display()),
+                        source,
+                    })?;
+                }
+                linked => {
+                    return Err(FirewallError::AttachedElsewhere {
+                        instance: self.instance.name().to_string(),
+                        ifindex: linked,
+                    });
+                }
+            }
         }
         let program = program_mut(&mut self.ebpf)?;
         let (link_id, mode_name) = match mode {
@@ -381,6 +445,33 @@ impl Loaded {
             iface: iface.to_string(),
             mode: mode_name,
             replaced: false,
+        })
+    }
+
+    /// Swaps this program into the pinned link at `path` (`bpf_link_update`): no packet meets
+    /// the interface without a filter.
+    fn replace(
+        mut self,
+        iface: &str,
+        mode: &'static str,
+        path: PathBuf,
+    ) -> Result<Attached, FirewallError> {
+        let link_err = |source| FirewallError::PinnedLink {
+            path: path.clone(),
+            source: Box::new(source),
+        };
+        let fd_link: FdLink = PinnedLink::from_pin(&path).map_err(link_err)?.into();
+        let link = XdpLink::try_from(fd_link).map_err(link_err)?;
+        program_mut(&mut self.ebpf)?
+            .attach_to_link(link)
+            .map_err(|source| FirewallError::Replace {
+                path,
+                source: Box::new(source),
+            })?;
+        Ok(Attached {
+            iface: iface.to_string(),
+            mode,
+            replaced: true,
         })
     }
 }

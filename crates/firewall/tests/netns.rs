@@ -438,3 +438,68 @@ fn replacing_the_program_loses_no_packet_of_a_steady_stream() {
     let stats = pair.maps().stats().expect("stats");
     assert!(stats.packets(Verdict::Pass) >= COUNT);
 }
+
+#[test]
+fn attach_refuses_another_interface_and_recovers_from_a_vanished_one() {
+    if !privileged("attach_elsewhere_and_vanished") {
+        return;
+    }
+    let pair = Pair::new("moved");
+    pair.attach(AttachMode::Native, &Policy::default());
+    let (instance, ns_b) = (pair.instance.clone(), pair.ns_b.clone());
+    let elsewhere = Pair::in_ns(&ns_b, move || {
+        program::attach(&instance, "lo", AttachMode::Generic, None)
+    });
+    assert!(
+        matches!(
+            elsewhere,
+            Err(firewall::FirewallError::AttachedElsewhere { .. })
+        ),
+        "{elsewhere:?}"
+    );
+    // The interface goes away (and comes back): the pinned link is stale, not a filter.
+    ip_cmd(&["-n", &pair.ns_b, "link", "del", &pair.veth_b]);
+    ip_cmd(&[
+        "link",
+        "add",
+        &pair.veth_a,
+        "netns",
+        &pair.ns_a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &pair.veth_b,
+        "netns",
+        &pair.ns_b,
+    ]);
+    ip_cmd(&[
+        "-n",
+        &pair.ns_a,
+        "addr",
+        "add",
+        "198.18.0.1/24",
+        "dev",
+        &pair.veth_a,
+    ]);
+    ip_cmd(&[
+        "-n",
+        &pair.ns_b,
+        "addr",
+        "add",
+        "198.18.0.2/24",
+        "dev",
+        &pair.veth_b,
+    ]);
+    ip_cmd(&["-n", &pair.ns_a, "link", "set", &pair.veth_a, "up"]);
+    ip_cmd(&["-n", &pair.ns_b, "link", "set", &pair.veth_b, "up"]);
+    assert_eq!(pair.instance.attached_ifindex().expect("fdinfo"), Some(0));
+    let again = pair.attach(AttachMode::Native, &Policy::default());
+    assert!(!again.replaced, "a stale link must not count as attached");
+    assert!(pair.xdp_shown_on_b());
+    assert_eq!(udp_delivered(&pair, A4, B4, 7000, 10), 10);
+    pair.maps()
+        .block(parse_net(A4).expect("cidr"), None, BanReason::Manual)
+        .expect("block");
+    assert_eq!(udp_delivered(&pair, A4, B4, 7000, 10), 0);
+}
