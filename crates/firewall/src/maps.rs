@@ -117,6 +117,10 @@ impl Stats {
 impl Maps {
     /// Opens the maps pinned for `instance` by a loaded program.
     pub fn open(instance: &Instance) -> Result<Maps, FirewallError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(FirewallError::NotRoot);
+        }
         let dir = instance.dir();
         if !dir.join(map_names::CONFIG).exists() {
             return Err(FirewallError::NotLoaded {

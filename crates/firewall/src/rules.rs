@@ -9,7 +9,8 @@ use ipnet::IpNet;
 use crate::FirewallError;
 
 /// Parses an address (`192.0.2.7`, a /32 or /128) or a CIDR (`198.51.100.0/24`). A CIDR with
-/// host bits set is refused, since it is usually a typo.
+/// host bits set is refused, since it is usually a typo. IPv4-mapped IPv6 (`::ffff:192.0.2.7`)
+/// becomes the IPv4 net it names: those packets arrive as IPv4.
 pub fn parse_net(input: &str) -> Result<IpNet, FirewallError> {
     let input = input.trim();
     let invalid = || FirewallError::InvalidCidr {
@@ -24,6 +25,14 @@ pub fn parse_net(input: &str) -> Result<IpNet, FirewallError> {
         return Err(FirewallError::InvalidCidr {
             input: format!("{input} (host bits set; did you mean {}?)", net.trunc()),
         });
+    }
+    if let IpNet::V6(v6) = net
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && v6.prefix_len() >= 96
+    {
+        return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+            .map(IpNet::V4)
+            .map_err(|_| invalid());
     }
     Ok(net)
 }
@@ -295,6 +304,14 @@ mod tests {
             "2001:db8::/32"
         );
         assert!(parse_net("192.0.2.7/33").is_err());
+        assert_eq!(
+            parse_net("::ffff:192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            parse_net("::ffff:192.0.2.0/120").unwrap().to_string(),
+            "192.0.2.0/24"
+        );
         assert!(parse_net("192.0.2").is_err());
         assert!(parse_net("").is_err());
         let err = parse_net("192.0.2.7/24").unwrap_err().to_string();

@@ -24,6 +24,17 @@ fn node(instance: &str, args: &[&str]) -> Output {
         .expect("running the node binary")
 }
 
+/// `node firewall --instance ARGS[0] ARGS[1..]` as user nobody.
+fn as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_node"))
+        .args(["firewall", "--instance"])
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -187,21 +198,13 @@ fn operator_commands_work_across_processes_and_refuse_bad_input() {
     assert!(ok(&node(i, &["sweep"])).contains("removed 0 expired"));
 
     // Without root: a one-line error, not a crash.
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_node"))
-        .args([
-            "firewall",
-            "--instance",
-            "cli-nobody",
-            "attach",
-            "--iface",
-            "lo",
-        ])
-        .output()
-        .expect("setpriv (util-linux)");
-    let e = err(&out);
-    assert!(e.contains("needs root"), "{e}");
+    for args in [
+        vec!["cli-nobody", "attach", "--iface", "lo"],
+        vec![i, "list"],
+    ] {
+        let e = err(&as_nobody(&args));
+        assert!(e.contains("needs root"), "{args:?}: {e}");
+    }
 
     assert!(ok(&node(i, &["detach"])).contains("detached"));
     assert!(
