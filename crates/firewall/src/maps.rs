@@ -317,15 +317,23 @@ impl Maps {
             let (k, v) = item.map_err(read)?;
             set.block.push((net_v6(k, 128)?, v));
         }
+        set.block.extend(self.block_prefixes()?);
+        Ok(set)
+    }
+
+    /// The blocked prefixes (the tries only: `why` must not walk a million exact entries).
+    fn block_prefixes(&self) -> Result<Vec<(IpNet, BlockEntry)>, FirewallError> {
+        let read = |e| FirewallError::map("iterate", "blocklist", e);
+        let mut out = Vec::new();
         for item in self.block_net_v4.iter() {
             let (k, v) = item.map_err(read)?;
-            set.block.push((net_v4(k.data(), k.prefix_len())?, v));
+            out.push((net_v4(k.data(), k.prefix_len())?, v));
         }
         for item in self.block_net_v6.iter() {
             let (k, v) = item.map_err(read)?;
-            set.block.push((net_v6(k.data(), k.prefix_len())?, v));
+            out.push((net_v6(k.data(), k.prefix_len())?, v));
         }
-        Ok(set)
+        Ok(out)
     }
 
     /// Loads a rule set entry by entry (exact addresses into hash maps, prefixes into tries).
@@ -348,14 +356,8 @@ impl Maps {
             IpAddr::V4(a) => lookup(self.block_v4.get(&v4(a), 0)).map_err(read)?,
             IpAddr::V6(a) => lookup(self.block_v6.get(&v6(a), 0)).map_err(read)?,
         };
-        let prefixes = self.rule_set()?.block;
-        let prefix = longest_match(
-            prefixes
-                .iter()
-                .filter(|(n, _)| !is_host(n))
-                .map(|(n, e)| (n, *e)),
-            addr,
-        );
+        let prefixes = self.block_prefixes()?;
+        let prefix = longest_match(prefixes.iter().map(|(n, e)| (n, *e)), addr);
         Ok(Why {
             addr,
             now_ns: now_ns(),
