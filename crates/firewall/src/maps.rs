@@ -271,21 +271,18 @@ impl Maps {
 
     /// Every rule in the maps: allows first, then blocks.
     pub fn list(&self) -> Result<Vec<Rule>, FirewallError> {
-        let set = self.rule_set()?;
-        let mut rules = Vec::with_capacity(set.allow.len() + set.block.len());
-        for (net, created_at_ns) in self.allow_entries()? {
-            rules.push(Rule {
+        let allow = self
+            .allow_entries()?
+            .into_iter()
+            .map(|(net, created_at_ns)| Rule {
                 net,
                 kind: RuleKind::Allow(AllowEntry { created_at_ns }),
             });
-        }
-        for (net, entry) in set.block {
-            rules.push(Rule {
-                net,
-                kind: RuleKind::Block(entry),
-            });
-        }
-        Ok(rules)
+        let block = self.block_entries()?.into_iter().map(|(net, entry)| Rule {
+            net,
+            kind: RuleKind::Block(entry),
+        });
+        Ok(allow.chain(block).collect())
     }
 
     fn allow_entries(&self) -> Result<Vec<(IpNet, u64)>, FirewallError> {
@@ -304,21 +301,26 @@ impl Maps {
 
     /// The whole rule set, as the reference model takes it.
     pub fn rule_set(&self) -> Result<RuleSet, FirewallError> {
-        let read = |e| FirewallError::map("iterate", "blocklist", e);
-        let mut set = RuleSet {
+        Ok(RuleSet {
             allow: self.allow_entries()?.into_iter().map(|(n, _)| n).collect(),
-            block: Vec::new(),
-        };
+            block: self.block_entries()?,
+        })
+    }
+
+    /// Every block entry: exact addresses, then prefixes.
+    fn block_entries(&self) -> Result<Vec<(IpNet, BlockEntry)>, FirewallError> {
+        let read = |e| FirewallError::map("iterate", "blocklist", e);
+        let mut out = Vec::new();
         for item in self.block_v4.iter() {
             let (k, v) = item.map_err(read)?;
-            set.block.push((net_v4(k, 32)?, v));
+            out.push((net_v4(k, 32)?, v));
         }
         for item in self.block_v6.iter() {
             let (k, v) = item.map_err(read)?;
-            set.block.push((net_v6(k, 128)?, v));
+            out.push((net_v6(k, 128)?, v));
         }
-        set.block.extend(self.block_prefixes()?);
-        Ok(set)
+        out.extend(self.block_prefixes()?);
+        Ok(out)
     }
 
     /// The blocked prefixes (the tries only: `why` must not walk a million exact entries).
@@ -371,8 +373,7 @@ impl Maps {
     pub fn sweep(&mut self) -> Result<usize, FirewallError> {
         let now = now_ns();
         let expired: Vec<IpNet> = self
-            .rule_set()?
-            .block
+            .block_entries()?
             .into_iter()
             .filter(|(_, e)| !e.is_active(now))
             .map(|(n, _)| n)
