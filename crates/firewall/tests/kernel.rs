@@ -637,3 +637,23 @@ fn kernel_verdicts_equal_the_reference_model_on_random_and_mutated_frames() {
     }
     assert!(seen.iter().any(|(v, _)| *v == Verdict::WouldDrop));
 }
+
+#[test]
+fn rules_read_back_from_the_maps_as_they_were_written() {
+    if !privileged("rules_round_trip") {
+        return;
+    }
+    let mut f = TestFilter::new("rules");
+    let mut rng = SmallRng::seed_from_u64(7);
+    let written = random_rules(&mut rng, now_ns());
+    f.maps.load_rule_set(&written).expect("load rules");
+    let mut read = f.maps.rule_set().expect("read rules");
+    let mut expected = written.clone();
+    for set in [&mut read, &mut expected] {
+        set.allow.sort();
+        set.block.sort_by_key(|(net, _)| *net);
+    }
+    assert!(!expected.allow.is_empty() && !expected.block.is_empty());
+    assert_eq!(read.allow, expected.allow);
+    assert_eq!(read.block, expected.block);
+}
