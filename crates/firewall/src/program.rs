@@ -3,9 +3,11 @@
 //!
 //! # Design
 //! The link is pinned as `link_native` or `link_generic`, so any process can tell how the filter
-//! is attached. A second `attach` on an attached instance loads the new program against the
-//! same pinned maps (rules and counters survive) and swaps it into the existing link with
-//! `bpf_link_update`: no packet meets an interface without a filter.
+//! is attached. A second `attach` to the same interface loads the new program against the same
+//! pinned maps (rules and counters survive) and swaps it into the existing link with
+//! `bpf_link_update`: no packet meets the interface without a filter. The link's interface is
+//! read from its fdinfo: an attach to another interface is refused, and a link whose interface
+//! vanished is replaced by a fresh attach.
 
 use std::{
     ffi::CString,
@@ -355,7 +357,8 @@ impl Loaded {
     }
 
     /// Attaches to `iface` (in the calling thread's network namespace) and pins the link, or,
-    /// if the instance is already attached, swaps this program into its link atomically.
+    /// if the instance is already attached to that interface, swaps this program into its link
+    /// atomically (see the module documentation for the other cases).
     pub fn attach(mut self, iface: &str, mode: AttachMode) -> Result<Attached, FirewallError> {
         let unknown = || FirewallError::UnknownInterface {
             iface: iface.to_string(),
