@@ -68,27 +68,33 @@ impl Pair {
         };
         ip_cmd(&["netns", "add", &pair.ns_a]);
         ip_cmd(&["netns", "add", &pair.ns_b]);
+        pair.create_link();
+        pair
+    }
+
+    /// Creates the veth pair between the namespaces, with addresses and static neighbours.
+    fn create_link(&self) {
         ip_cmd(&[
             "link",
             "add",
-            &pair.veth_a,
+            &self.veth_a,
             "netns",
-            &pair.ns_a,
+            &self.ns_a,
             "type",
             "veth",
             "peer",
             "name",
-            &pair.veth_b,
+            &self.veth_b,
             "netns",
-            &pair.ns_b,
+            &self.ns_b,
         ]);
         for (ns, dev, addrs) in [
             (
-                &pair.ns_a,
-                &pair.veth_a,
+                &self.ns_a,
+                &self.veth_a,
                 vec![A4, A4_BLOCKED, A6, A6_BLOCKED],
             ),
-            (&pair.ns_b, &pair.veth_b, vec![B4, B6]),
+            (&self.ns_b, &self.veth_b, vec![B4, B6]),
         ] {
             for addr in addrs {
                 let prefix = if addr.contains(':') { "/64" } else { "/24" };
@@ -104,15 +110,15 @@ impl Pair {
         }
         // Static neighbours: address resolution from a blocked source must not be what stops
         // its traffic.
-        let mac_a = pair.mac(&pair.ns_a, &pair.veth_a);
-        let mac_b = pair.mac(&pair.ns_b, &pair.veth_b);
+        let mac_a = self.mac(&self.ns_a, &self.veth_a);
+        let mac_b = self.mac(&self.ns_b, &self.veth_b);
         for (ns, dev, addr, mac) in [
-            (&pair.ns_a, &pair.veth_a, B4, &mac_b),
-            (&pair.ns_a, &pair.veth_a, B6, &mac_b),
-            (&pair.ns_b, &pair.veth_b, A4, &mac_a),
-            (&pair.ns_b, &pair.veth_b, A4_BLOCKED, &mac_a),
-            (&pair.ns_b, &pair.veth_b, A6, &mac_a),
-            (&pair.ns_b, &pair.veth_b, A6_BLOCKED, &mac_a),
+            (&self.ns_a, &self.veth_a, B4, &mac_b),
+            (&self.ns_a, &self.veth_a, B6, &mac_b),
+            (&self.ns_b, &self.veth_b, A4, &mac_a),
+            (&self.ns_b, &self.veth_b, A4_BLOCKED, &mac_a),
+            (&self.ns_b, &self.veth_b, A6, &mac_a),
+            (&self.ns_b, &self.veth_b, A6_BLOCKED, &mac_a),
         ] {
             ip_cmd(&[
                 "-n",
@@ -128,7 +134,6 @@ impl Pair {
                 "permanent",
             ]);
         }
-        pair
     }
 
     fn mac(&self, ns: &str, dev: &str) -> String {
@@ -472,40 +477,7 @@ fn attach_refuses_another_interface_and_recovers_from_a_vanished_one() {
     );
     // The interface goes away (and comes back): the pinned link is stale, not a filter.
     ip_cmd(&["-n", &pair.ns_b, "link", "del", &pair.veth_b]);
-    ip_cmd(&[
-        "link",
-        "add",
-        &pair.veth_a,
-        "netns",
-        &pair.ns_a,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &pair.veth_b,
-        "netns",
-        &pair.ns_b,
-    ]);
-    ip_cmd(&[
-        "-n",
-        &pair.ns_a,
-        "addr",
-        "add",
-        "198.18.0.1/24",
-        "dev",
-        &pair.veth_a,
-    ]);
-    ip_cmd(&[
-        "-n",
-        &pair.ns_b,
-        "addr",
-        "add",
-        "198.18.0.2/24",
-        "dev",
-        &pair.veth_b,
-    ]);
-    ip_cmd(&["-n", &pair.ns_a, "link", "set", &pair.veth_a, "up"]);
-    ip_cmd(&["-n", &pair.ns_b, "link", "set", &pair.veth_b, "up"]);
+    pair.create_link();
     assert_eq!(pair.instance.attached_ifindex().expect("fdinfo"), Some(0));
     let again = pair.attach(AttachMode::Native, &Policy::default());
     assert!(!again.replaced, "a stale link must not count as attached");
