@@ -53,6 +53,14 @@ else
   rustup component add clippy --toolchain nightly >/dev/null
 fi
 
+# cargo-fuzz 0.13 for the fuzz targets of the types crate (tools/fuzz.sh); they build with nightly.
+if cargo fuzz --version 2>/dev/null | grep -q '^cargo-fuzz 0\.13'; then
+  log "cargo-fuzz: $(cargo fuzz --version)"
+else
+  log "building cargo-fuzz 0.13 (about a minute)"
+  cargo install --quiet --locked cargo-fuzz --version '^0.13'
+fi
+
 # bpffs for pinned maps and links; tracefs for tracepoints.
 if ! mountpoint -q /sys/fs/bpf; then
   log "mounting bpffs on /sys/fs/bpf"

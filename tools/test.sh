@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints (user space and the eBPF crate),
-# unit tests, BPF_PROG_TEST_RUN tests, and network-namespace tests with the filter attached.
+# unit tests, BPF_PROG_TEST_RUN tests, network-namespace tests with the filter attached, and a
+# short fuzzing run of every decoder of the types crate (tools/fuzz.sh smoke, about 80 s warm).
 # Needs root: the privileged tests load XDP programs and create namespaces. With CI=true a
 # privileged test that cannot run fails instead of skipping.
 set -euo pipefail
@@ -15,6 +16,8 @@ mkdir -p "$CARGO_TARGET_DIR"
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
+# The fuzz workspace, its own packages only (`--all` would walk the main workspace through `types`).
+cargo fmt --manifest-path fuzz/Cargo.toml -p types-fuzz -p types-fuzz-seeds -- --check
 # Default members: every crate but the eBPF one, which only builds for the BPF target.
 echo "== cargo clippy (user space)"
 cargo clippy --all-targets --locked -- -D warnings
@@ -25,3 +28,5 @@ for crate in crates/firewall-ebpf tools/attacker-ebpf; do
 done
 echo "== cargo test"
 cargo test --locked
+echo "== fuzz smoke (every decoder of the types crate)"
+bash tools/fuzz.sh smoke

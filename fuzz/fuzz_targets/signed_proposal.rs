@@ -1,0 +1,3 @@
+//! Fuzz `SignedProposal::from_bytes`: no panic, and what decodes re-encodes to its input.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| types_fuzz::round_trip::<types::SignedProposal>(data));
