@@ -279,11 +279,6 @@ impl<'a, S: Store + ?Sized> Overlay<'a, S> {
         &self.tree
     }
 
-    /// The version the overlay reads under its writes.
-    pub fn base_version(&self) -> Version {
-        self.version
-    }
-
     fn get<T: Decode>(&self, key: &StateKey) -> Result<Option<T>, StateError> {
         match self.writes.get(key) {
             Some(None) => Ok(None),
