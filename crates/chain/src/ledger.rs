@@ -298,6 +298,9 @@ impl<S: Store> Ledger<S> {
                 what: "transaction count",
             });
         }
+        if block.to_bytes().len() > MAX_BLOCK_BYTES {
+            return Err(BlockError::TooLarge { what: "bytes" });
+        }
         if header.txs_root != merkle_root_of_txs(&block.txs) {
             return Err(BlockError::TxsRootMismatch);
         }
@@ -337,20 +340,12 @@ impl<S: Store> Ledger<S> {
         for (index, stx) in block.txs.iter().enumerate() {
             apply_tx(&mut overlay, &ctx, stx).map_err(|source| BlockError::Tx { index, source })?;
         }
-        end_block(&mut overlay, ctx.height);
-        let validators_after = overlay.validators()?;
-        let mut state_writes = WriteBatch::new();
-        let computed = overlay
-            .tree()
-            .update(overlay.writes(), ctx.height, &mut state_writes)?;
+        let (validators_after, computed, state_writes) = close_block(overlay, ctx.height)?;
         if computed != header.state_root {
             return Err(BlockError::StateRootMismatch {
                 header: header.state_root,
                 computed,
             });
-        }
-        if block.to_bytes().len() > MAX_BLOCK_BYTES {
-            return Err(BlockError::TooLarge { what: "bytes" });
         }
         Ok(Executed {
             hash: block.hash(),
@@ -410,12 +405,7 @@ impl<S: Store> Ledger<S> {
                 Err(e) => skipped.push((stx.id(), e)),
             }
         }
-        end_block(&mut overlay, height);
-        let validators_after = overlay.validators()?;
-        let mut state_writes = WriteBatch::new();
-        let state_root = overlay
-            .tree()
-            .update(overlay.writes(), height, &mut state_writes)?;
+        let (validators_after, state_root, state_writes) = close_block(overlay, height)?;
         let header = Header {
             height,
             parent: self.tip_hash,
@@ -500,6 +490,21 @@ pub fn genesis_header(genesis: &Genesis, state_root: Hash, validators: &Validato
         validators_hash: validators.hash(),
         last_commit_hash: Block::commit_hash(None),
     }
+}
+
+/// Ends a block applied to `overlay`: records its height, and returns the validator set after
+/// it, its state root and the writes that persist its state.
+fn close_block<S: Store + ?Sized>(
+    mut overlay: Overlay<'_, S>,
+    height: u64,
+) -> Result<(ValidatorSet, Hash, WriteBatch), StateError> {
+    end_block(&mut overlay, height);
+    let validators = overlay.validators()?;
+    let mut writes = WriteBatch::new();
+    let root = overlay
+        .tree()
+        .update(overlay.writes(), height, &mut writes)?;
+    Ok((validators, root, writes))
 }
 
 fn write_genesis<S: Store>(store: &S, genesis: &Genesis) -> Result<(), LedgerError> {

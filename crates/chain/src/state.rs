@@ -67,6 +67,14 @@ impl StateKey {
     }
 }
 
+/// Decodes the stored record of `key`; a failure means a damaged data directory.
+fn decode_record<T: Decode>(key: &StateKey, bytes: &[u8]) -> Result<T, StateError> {
+    T::from_bytes(bytes).map_err(|source| StateError::CorruptRecord {
+        key: format!("{key:?}"),
+        source,
+    })
+}
+
 /// The tree's root as a [`Hash`].
 fn root_hash(root: jmt::RootHash) -> Hash {
     Hash(root.0)
@@ -94,17 +102,9 @@ impl<'a, S: Store + ?Sized> TreeStore<'a, S> {
         key: &StateKey,
         version: Version,
     ) -> Result<Option<T>, StateError> {
-        match self.value(key, version)? {
-            None => Ok(None),
-            Some(bytes) => {
-                T::from_bytes(&bytes)
-                    .map(Some)
-                    .map_err(|source| StateError::CorruptRecord {
-                        key: format!("{key:?}"),
-                        source,
-                    })
-            }
-        }
+        self.value(key, version)?
+            .map(|bytes| decode_record(key, &bytes))
+            .transpose()
     }
 
     /// The account of `key` at `version` (a fresh, empty account if absent).
@@ -282,14 +282,7 @@ impl<'a, S: Store + ?Sized> Overlay<'a, S> {
     fn get<T: Decode>(&self, key: &StateKey) -> Result<Option<T>, StateError> {
         match self.writes.get(key) {
             Some(None) => Ok(None),
-            Some(Some(bytes)) => {
-                T::from_bytes(bytes)
-                    .map(Some)
-                    .map_err(|source| StateError::CorruptRecord {
-                        key: format!("{key:?}"),
-                        source,
-                    })
-            }
+            Some(Some(bytes)) => decode_record(key, bytes).map(Some),
             None => self.tree.get(key, self.version),
         }
     }
