@@ -33,6 +33,8 @@ pub enum Domain {
     Vote,
     /// A consensus block proposal.
     Proposal,
+    /// A part of a proposed block, signed by its proposer.
+    BlockPart,
 }
 
 impl Domain {
@@ -42,6 +44,7 @@ impl Domain {
             Self::Transaction => b"xdp-node/sign/tx/v1",
             Self::Vote => b"xdp-node/sign/vote/v1",
             Self::Proposal => b"xdp-node/sign/proposal/v1",
+            Self::BlockPart => b"xdp-node/sign/block-part/v1",
         }
     }
 }
@@ -144,7 +147,7 @@ impl Decode for PublicKey {
 }
 
 /// An Ed25519 signature whose scalar half is canonical (below the group order).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Signature([u8; 64]);
 
 impl Signature {

@@ -36,6 +36,10 @@ pub enum Tag {
     Commit,
     /// Evidence of misbehaviour.
     Evidence,
+    /// Proposer selection draw.
+    ProposerDraw,
+    /// Write-ahead log record checksum.
+    WalRecord,
 }
 
 impl Tag {
@@ -51,6 +55,8 @@ impl Tag {
             Self::ValidatorSet => b"xdp-node/validator-set",
             Self::Commit => b"xdp-node/commit",
             Self::Evidence => b"xdp-node/evidence",
+            Self::ProposerDraw => b"xdp-node/proposer-draw",
+            Self::WalRecord => b"xdp-node/wal-record",
         }
     }
 }
