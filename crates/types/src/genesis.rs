@@ -10,7 +10,7 @@ use crate::chain_id::ChainId;
 use crate::codec::{Decode, DecodeError, Encode, Reader, check_ascending, put_list};
 use crate::crypto::PublicKey;
 use crate::hash::{Hash, Tag};
-use crate::limits::{MAX_GENESIS_ACCOUNTS, MAX_GENESIS_FILE_BYTES, MAX_VALIDATORS};
+use crate::limits::{MAX_GENESIS_ACCOUNTS, MAX_GENESIS_FILE_BYTES, MAX_SUPPLY, MAX_VALIDATORS};
 
 /// An initial balance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,10 +91,10 @@ pub enum GenesisError {
         /// The validator.
         key: PublicKey,
     },
-    /// Balances and stakes add up to more than TOML's largest integer (`i64::MAX`), or the time
-    /// is beyond it.
+    /// Balances and stakes add up to more than [`MAX_SUPPLY`], or the time is beyond TOML's
+    /// largest integer (`i64::MAX`).
     #[error(
-        "genesis balances and stakes must add up to at most {}, and the time must not exceed it",
+        "genesis balances and stakes must add up to at most {MAX_SUPPLY}, and the time must not exceed {}",
         i64::MAX
     )]
     SupplyOverflow,
@@ -164,13 +164,13 @@ impl Genesis {
         if let Some(v) = validators.iter().find(|v| v.stake == 0) {
             return Err(GenesisError::ZeroStake { key: v.key });
         }
-        // TOML integers are signed 64-bit: keep every amount writable in the genesis file.
+        // The supply never grows, so this bounds every stake and voting power for good.
         let supply = accounts
             .iter()
             .map(|a| a.balance)
             .chain(validators.iter().map(|v| v.stake))
             .try_fold(0u64, u64::checked_add);
-        if supply.is_none_or(|s| s > MAX_TOML_INTEGER) || time_ms > MAX_TOML_INTEGER {
+        if supply.is_none_or(|s| s > MAX_SUPPLY) || time_ms > MAX_TOML_INTEGER {
             return Err(GenesisError::SupplyOverflow);
         }
         Ok(Genesis {
@@ -388,6 +388,13 @@ mod tests {
                 &*format!(
                     "chain_id = \"x\"\ntime_ms = 0\naccounts = [{{ key = \"{k}\", balance = {} }}]\nvalidators = [{{ key = \"{k}\", stake = 1 }}]\n",
                     u64::MAX
+                ),
+                "SupplyOverflow",
+            ),
+            (
+                &*format!(
+                    "chain_id = \"x\"\ntime_ms = 0\naccounts = [{{ key = \"{k}\", balance = {} }}]\nvalidators = [{{ key = \"{k}\", stake = 1 }}]\n",
+                    MAX_SUPPLY
                 ),
                 "SupplyOverflow",
             ),

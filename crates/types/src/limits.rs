@@ -15,3 +15,8 @@ pub const MAX_BLOCK_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_GENESIS_ACCOUNTS: usize = 100_000;
 /// Largest genesis file, bytes (TOML text).
 pub const MAX_GENESIS_FILE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Most coins that can exist (balances plus stakes, fixed at genesis: fees move coins, slashing
+/// burns them, nothing mints). Below TOML's largest integer, and small enough that three times
+/// the total voting power fits a `u64` (the consensus core's threshold arithmetic needs that).
+pub const MAX_SUPPLY: u64 = 1 << 62;
