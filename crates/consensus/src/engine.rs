@@ -169,6 +169,10 @@ const MAX_ASSEMBLIES_PER_PROPOSER: usize = 2;
 const MAX_FUTURE_PART_BYTES: usize = 32 * 1024 * 1024;
 /// How far ahead parts are buffered.
 const FUTURE_HEIGHTS: u64 = 2;
+/// Rounds ahead of ours whose proposals and parts are taken (the core's own lookahead).
+const ROUND_LOOKAHEAD: u32 = core::MAX_FUTURE_ROUND_LOOKAHEAD;
+/// Bytes of blocks being assembled at the current height.
+const MAX_ASSEMBLY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Everything the effect handler needs: all of the engine but the core's state.
 struct Host<S: Store> {
@@ -193,6 +197,9 @@ struct Host<S: Store> {
     invalid: BTreeSet<Hash>,
     /// Parts being assembled at the current height: (round, proposer, block) -> parts.
     assembling: BTreeMap<(u32, PublicKey, Hash), Assembly>,
+    assembling_bytes: usize,
+    /// The round the core is in.
+    round: u32,
     /// Parts for the next heights, replayed when they start.
     future_parts: Vec<SignedPart>,
     future_bytes: usize,
@@ -287,6 +294,8 @@ impl<S: Store> Engine<S> {
             blocks: BTreeMap::new(),
             invalid: BTreeSet::new(),
             assembling: BTreeMap::new(),
+            assembling_bytes: 0,
+            round: 0,
             future_parts: Vec::new(),
             future_bytes: 0,
             proposals: BTreeMap::new(),
@@ -398,7 +407,10 @@ impl<S: Store> Engine<S> {
         match message {
             ConsensusMessage::Part(part) => self.host.on_part(part, height),
             ConsensusMessage::Proposal(p) => {
-                if p.proposal.height == height {
+                if p.proposal.height == height
+                    && p.proposal.round <= self.host.round.saturating_add(ROUND_LOOKAHEAD)
+                    && self.host.ledger.validators().power(&p.proposal.proposer) > 0
+                {
                     self.host.proposals.insert(
                         (p.proposal.round, p.proposal.proposer),
                         (p.proposal.block, p.proposal.pol_round),
@@ -464,6 +476,8 @@ impl<S: Store> Engine<S> {
         self.host.blocks.clear();
         self.host.invalid.clear();
         self.host.assembling.clear();
+        self.host.assembling_bytes = 0;
+        self.host.round = 0;
         self.host.proposals.clear();
         self.host.fed.clear();
         let set = ValidatorSet::from_chain(self.host.ledger.validators());
@@ -550,7 +564,10 @@ impl<S: Store> Host<S> {
                 );
                 Ok(r.resume_with(()))
             }
-            Effect::StartRound(_, _, _, _, r) => Ok(r.resume_with(())),
+            Effect::StartRound(_, round, _, _, r) => {
+                self.round = round.as_u32().unwrap_or(0);
+                Ok(r.resume_with(()))
+            }
             Effect::PublishConsensusMsg(msg, r) => {
                 self.publish(msg);
                 Ok(r.resume_with(()))
@@ -962,6 +979,10 @@ impl<S: Store> Host<S> {
             bump(&mut self.counters.rejected, "part_from_non_validator");
             return;
         }
+        if part.round > self.round.saturating_add(ROUND_LOOKAHEAD) {
+            bump(&mut self.counters.rejected, "part_round_too_far_ahead");
+            return;
+        }
         if signed.verify(self.ctx.chain_id()).is_err() {
             bump(&mut self.counters.rejected, "invalid_signature");
             return;
@@ -1005,10 +1026,15 @@ impl<S: Store> Host<S> {
             bump(&mut self.counters.rejected, "block_too_large");
             return;
         }
+        if self.assembling_bytes + part.bytes.len() > MAX_ASSEMBLY_BYTES {
+            bump(&mut self.counters.rejected, "assembly_memory_full");
+            return;
+        }
         if assembly.parts.contains_key(&part.index) {
             return;
         }
         assembly.bytes += part.bytes.len();
+        self.assembling_bytes += part.bytes.len();
         assembly.parts.insert(part.index, part.bytes.clone());
         if assembly.parts.len() < assembly.count as usize {
             return;
@@ -1016,6 +1042,7 @@ impl<S: Store> Host<S> {
         let Some(assembly) = self.assembling.remove(&key) else {
             return;
         };
+        self.assembling_bytes -= assembly.bytes;
         let bytes: Vec<u8> = assembly.parts.into_values().flatten().collect();
         let (round, proposer, hash) = key;
         let valid = match Block::from_bytes(&bytes) {

@@ -416,3 +416,44 @@ fn the_sign_guard_refuses_a_conflicting_vote_when_the_wal_is_lost() {
         "the guard refused the conflicting message"
     );
 }
+
+#[test]
+fn forged_and_out_of_range_parts_are_counted_and_dropped() {
+    use consensus::message::{BlockPart, SignedPart};
+    let mut net = Net::new(&[10, 10, 10, 10]);
+    let engine = net.engines[0].as_mut().expect("up");
+    let height = engine.height();
+    let proposer = net.test.validators[1].clone();
+    let chain = net.test.genesis.chain_id.clone();
+    let part = |round: u32| BlockPart {
+        height,
+        round,
+        proposer: proposer.public_key(),
+        block: Hash([5; 32]),
+        index: 0,
+        count: 2,
+        bytes: vec![1; 10],
+    };
+    let forged = SignedPart {
+        signature: net.test.validators[2].sign(Domain::BlockPart, &chain, &part(0)),
+        part: part(0),
+    };
+    engine.on_message(ConsensusMessage::Part(forged), net.now);
+    let far = SignedPart {
+        signature: proposer.sign(Domain::BlockPart, &chain, &part(1000)),
+        part: part(1000),
+    };
+    engine.on_message(ConsensusMessage::Part(far), net.now);
+    let outsider = types::SecretKey::from_seed([99; 32]);
+    let mut stranger = part(0);
+    stranger.proposer = outsider.public_key();
+    let stranger = SignedPart {
+        signature: outsider.sign(Domain::BlockPart, &chain, &stranger),
+        part: stranger,
+    };
+    engine.on_message(ConsensusMessage::Part(stranger), net.now);
+    let rejected = &engine.counters().rejected;
+    assert_eq!(rejected.get("invalid_signature"), Some(&1));
+    assert_eq!(rejected.get("part_round_too_far_ahead"), Some(&1));
+    assert_eq!(rejected.get("part_from_non_validator"), Some(&1));
+}
