@@ -184,6 +184,13 @@ impl<S: Store> Ledger<S> {
         TreeStore::new(&self.store).account(key, self.tip.height)
     }
 
+    /// Whether `offender` was already slashed for an offence at `height` (as of the tip).
+    pub fn was_slashed(&self, offender: PublicKey, height: u64) -> Result<bool, StateError> {
+        Ok(TreeStore::new(&self.store)
+            .get::<u64>(&StateKey::Slashed { offender, height }, self.tip.height)?
+            .is_some())
+    }
+
     /// An account at the tip with its Merkle proof against the tip's state root.
     pub fn prove_account(&self, key: &PublicKey) -> Result<StateProof, StateError> {
         TreeStore::new(&self.store).prove(&StateKey::Account(*key), self.tip.height)

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chain::mempool::{Mempool, MempoolConfig, MempoolError};
+use chain::params::EVIDENCE_MAX_AGE_BLOCKS;
 use chain::{Executed, Ledger};
 use malachite_core_consensus::{
     self as core, Effect, Input, LivenessMsg, LocallyProposedValue, Params, ProposedValue, Resume,
@@ -209,6 +210,9 @@ struct Host<S: Store> {
     fed: BTreeSet<(u32, Hash)>,
     /// The certificate of the last committed height (for the next block's `last_commit`).
     last_commit: Option<Commit>,
+    /// Offences seen and not yet slashed on chain: (offender, offence height) -> the evidence
+    /// and the id of our slashing transaction while it is in the mempool.
+    slashings: BTreeMap<(PublicKey, u64), (Evidence, Option<Hash>)>,
     /// Whether WAL entries are being replayed (no appends, no re-logging).
     replaying: bool,
     counters: EngineCounters,
@@ -301,6 +305,7 @@ impl<S: Store> Engine<S> {
             proposals: BTreeMap::new(),
             fed: BTreeSet::new(),
             last_commit,
+            slashings: BTreeMap::new(),
             replaying: false,
             counters: EngineCounters {
                 wal_truncated: recovered.truncated as u64,
@@ -1045,11 +1050,9 @@ impl<S: Store> Host<S> {
         self.assembling_bytes -= assembly.bytes;
         let bytes: Vec<u8> = assembly.parts.into_values().flatten().collect();
         let (round, proposer, hash) = key;
+        // The signer of the parts is the round's proposer; the header names whoever built the
+        // block, which differs when a block is re-proposed in a later round.
         let valid = match Block::from_bytes(&bytes) {
-            Ok(block) if block.header.proposer != proposer => {
-                log::warn!("block {hash} names another proposer than its signer");
-                false
-            }
             Ok(block) => self.admit_block(block, Some(hash)),
             Err(e) => {
                 log::warn!("block {hash} does not decode: {e}");
@@ -1077,6 +1080,9 @@ impl<S: Store> Host<S> {
     fn on_synced_value(&mut self, response: ValueResponse<Ctx>, proposer: Address) {
         let cert = &response.certificate;
         let hash = cert.value_id.0;
+        // A block with a valid commit certificate is judged afresh, whatever was thought of it
+        // earlier at this height.
+        self.invalid.remove(&hash);
         let valid = match Block::from_bytes(&response.value_bytes) {
             Ok(block) => self.admit_block(block, Some(hash)),
             Err(_) => false,
@@ -1118,6 +1124,7 @@ impl<S: Store> Host<S> {
         }
         self.counters.decided += 1;
         self.last_commit = Some(commit);
+        self.submit_slashings();
         Ok(())
     }
 
@@ -1147,15 +1154,20 @@ impl<S: Store> Host<S> {
                 }
             }
         }
+        let mut offences = BTreeSet::new();
+        found.retain(|e| offences.insert((e.offender(), e.height())));
         self.counters.evidence += found.len() as u64;
         for e in &found {
             log::warn!(
-                "validator {} equivocated at height {}: submitting its slashing",
+                "validator {} equivocated at height {}",
                 e.offender(),
                 e.height()
             );
-            self.submit_slashing(e.clone());
+            self.slashings
+                .entry((e.offender(), e.height()))
+                .or_insert_with(|| (e.clone(), None));
         }
+        self.submit_slashings();
         self.outputs.push(Output::Committed {
             height,
             round: certificate.round.as_u32().unwrap_or(0),
@@ -1171,29 +1183,57 @@ impl<S: Store> Host<S> {
         ));
     }
 
-    fn submit_slashing(&mut self, evidence: Evidence) {
-        let sender = self.address.0;
-        let nonce = match self.mempool.pending_nonce(&sender) {
-            Some(n) => n,
-            None => match self.ledger.account(&sender) {
-                Ok(a) => a.nonce,
-                Err(e) => {
-                    log::error!("cannot read our account to submit a slashing: {e}");
-                    return;
-                }
-            },
-        };
-        let tx = Transaction {
-            chain_id: self.ctx.chain_id().clone(),
-            sender,
-            nonce,
-            fee: self.config.mempool.min_fee,
-            payload: Payload::Slash(Box::new(evidence)),
+    /// Makes sure every offence we saw and the chain has not punished yet has a slashing
+    /// transaction of ours in the mempool: one per offender and offence height, re-made when
+    /// the mempool dropped it (another validator's slashing of the same offence landing first
+    /// makes ours fail, and the pool then drops our later nonces too).
+    fn submit_slashings(&mut self) {
+        let tip = self.ledger.height();
+        let mut done = Vec::new();
+        for (&(offender, height), _) in self.slashings.iter() {
+            let expired = height.saturating_add(EVIDENCE_MAX_AGE_BLOCKS) <= tip;
+            if expired || self.ledger.was_slashed(offender, height).unwrap_or(false) {
+                done.push((offender, height));
+            }
         }
-        .sign(&self.key);
-        match self.mempool.insert(tx.clone(), &self.ledger) {
-            Ok(_) => self.outputs.push(Output::Transaction(tx)),
-            Err(e) => log::warn!("slashing transaction refused by our mempool: {e}"),
+        for key in done {
+            self.slashings.remove(&key);
+        }
+        let sender = self.address.0;
+        let keys: Vec<(PublicKey, u64)> = self.slashings.keys().copied().collect();
+        for key in keys {
+            let Some((evidence, pending)) = self.slashings.get(&key) else {
+                continue;
+            };
+            if pending.is_some_and(|id| self.mempool.contains(&id)) {
+                continue;
+            }
+            let nonce = match self.mempool.pending_nonce(&sender) {
+                Some(n) => n,
+                None => match self.ledger.account(&sender) {
+                    Ok(a) => a.nonce,
+                    Err(e) => {
+                        log::error!("cannot read our account to submit a slashing: {e}");
+                        return;
+                    }
+                },
+            };
+            let tx = Transaction {
+                chain_id: self.ctx.chain_id().clone(),
+                sender,
+                nonce,
+                fee: self.config.mempool.min_fee,
+                payload: Payload::Slash(Box::new(evidence.clone())),
+            }
+            .sign(&self.key);
+            match self.mempool.insert(tx.clone(), &self.ledger) {
+                Ok(id) => {
+                    log::info!("submitting the slashing of {} for height {}", key.0, key.1);
+                    self.slashings.insert(key, (evidence.clone(), Some(id)));
+                    self.outputs.push(Output::Transaction(tx));
+                }
+                Err(e) => log::warn!("slashing transaction refused by our mempool: {e}"),
+            }
         }
     }
 
