@@ -58,7 +58,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sweep { seeds, threads } => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+            // The engines' warnings (invalid blocks, equivocations) are what the faults provoke;
+            // a sweep reports failures and figures, and RUST_LOG brings the logs back.
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error"))
                 .init();
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
