@@ -352,11 +352,16 @@ impl Wal {
         store.write(batch)
     }
 
-    /// Moves the log to `height`, deleting everything logged for earlier heights.
+    /// Moves the log to `height`, deleting everything logged for earlier heights. Moving on from
+    /// the current height scans only that height's records; on opening (the height unchanged) the
+    /// whole log is scanned once, for leftovers of any earlier height.
     pub fn reset<S: Store>(&mut self, store: &S, height: u64) -> Result<(), StoreError> {
+        let from = if self.height < height { self.height } else { 0 };
         for prefix in [RECORD, BLOCK] {
+            let mut start = vec![prefix];
+            start.extend_from_slice(&height_key(from));
             loop {
-                let chunk = store.scan(Column::Wal, &[prefix], SCAN_CHUNK)?;
+                let chunk = store.scan(Column::Wal, &start, SCAN_CHUNK)?;
                 let stale: Vec<Vec<u8>> = chunk
                     .into_iter()
                     .map(|(key, _)| key)
@@ -367,9 +372,9 @@ impl Wal {
                                 < height
                     })
                     .collect();
-                if stale.is_empty() {
-                    break;
-                }
+                let Some(last) = stale.last() else { break };
+                start = last.clone();
+                start.push(0);
                 let mut batch = WriteBatch::new();
                 for key in stale {
                     batch.delete(Column::Wal, key);
@@ -440,6 +445,23 @@ mod tests {
             store.scan(Column::Wal, &[], 10).expect("scan").is_empty(),
             "height 3 records are deleted once height 4 opens"
         );
+    }
+
+    #[test]
+    fn moving_to_the_next_height_deletes_the_previous_heights_records() {
+        let store = MemStore::new();
+        let (mut wal, _) = Wal::open(&store, 3).expect("open");
+        wal.append(&store, &vote(3, 0)).expect("append");
+        wal.append(&store, &vote(3, 1)).expect("append");
+        wal.reset(&store, 4).expect("next height");
+        wal.append(&store, &vote(4, 0)).expect("append");
+        let keys: Vec<Vec<u8>> = store
+            .scan(Column::Wal, &[], 10)
+            .expect("scan")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![record_key(4, 0)]);
     }
 
     #[test]
