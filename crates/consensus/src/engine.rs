@@ -411,10 +411,24 @@ impl<S: Store> Engine<S> {
         let height = self.height();
         match message {
             ConsensusMessage::Part(part) => self.host.on_part(part, height),
+            ConsensusMessage::Proposal(p)
+                if p.proposal.height == height
+                    && self.host.ledger.validators().power(&p.proposal.proposer) == 0 =>
+            {
+                bump(
+                    &mut self.host.counters.rejected,
+                    "proposal_from_non_validator",
+                );
+            }
+            ConsensusMessage::Vote(v)
+                if v.vote.height == height
+                    && self.host.ledger.validators().power(&v.vote.validator) == 0 =>
+            {
+                bump(&mut self.host.counters.rejected, "vote_from_non_validator");
+            }
             ConsensusMessage::Proposal(p) => {
                 if p.proposal.height == height
                     && p.proposal.round <= self.host.round.saturating_add(ROUND_LOOKAHEAD)
-                    && self.host.ledger.validators().power(&p.proposal.proposer) > 0
                 {
                     self.host.proposals.insert(
                         (p.proposal.round, p.proposal.proposer),

@@ -418,7 +418,7 @@ fn the_sign_guard_refuses_a_conflicting_vote_when_the_wal_is_lost() {
 }
 
 #[test]
-fn forged_and_out_of_range_parts_are_counted_and_dropped() {
+fn forged_parts_and_messages_from_non_validators_are_counted_and_dropped() {
     use consensus::message::{BlockPart, SignedPart};
     let mut net = Net::new(&[10, 10, 10, 10]);
     let engine = net.engines[0].as_mut().expect("up");
@@ -452,7 +452,22 @@ fn forged_and_out_of_range_parts_are_counted_and_dropped() {
         part: stranger,
     };
     engine.on_message(ConsensusMessage::Part(stranger), net.now);
+    let vote = types::Vote {
+        height,
+        round: 0,
+        kind: VoteKind::Prevote,
+        block: None,
+        validator: outsider.public_key(),
+    };
+    engine.on_message(
+        ConsensusMessage::Vote(SignedVote {
+            signature: outsider.sign(Domain::Vote, &chain, &vote),
+            vote,
+        }),
+        net.now,
+    );
     let rejected = &engine.counters().rejected;
+    assert_eq!(rejected.get("vote_from_non_validator"), Some(&1));
     assert_eq!(rejected.get("invalid_signature"), Some(&1));
     assert_eq!(rejected.get("part_round_too_far_ahead"), Some(&1));
     assert_eq!(rejected.get("part_from_non_validator"), Some(&1));
