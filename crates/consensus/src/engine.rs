@@ -30,7 +30,7 @@ use types::{
     SignedTransaction, Tag, Transaction, crypto::signing_bytes,
 };
 
-use crate::context::{Address, BlockId, Ctx, Height, Validator, ValidatorSet, round_of};
+use crate::context::{Address, BlockId, Ctx, Height, ValidatorSet, round_of};
 use crate::error::EngineError;
 use crate::guard::{LastSigned, SignGuard, Step, Verdict};
 use crate::message::{
@@ -491,7 +491,10 @@ impl<S: Store> Engine<S> {
 
     /// Starts `height` with the ledger's validator set, moving the WAL and the caches to it.
     fn start_height(&mut self, height: u64) -> Result<(), EngineError> {
-        self.host.wal.reset(self.host.ledger.store(), height)?;
+        // On opening, `Wal::open` has already moved the log to this height.
+        if self.host.wal.height() != height {
+            self.host.wal.reset(self.host.ledger.store(), height)?;
+        }
         self.host.blocks.clear();
         self.host.invalid.clear();
         self.host.assembling.clear();
@@ -841,7 +844,7 @@ impl<S: Store> Host<S> {
         step: Step,
     ) -> Result<types::Signature, EngineError> {
         let digest = Hash::tagged(
-            Tag::WalRecord,
+            Tag::SignedBytes,
             &[&signing_bytes(domain, self.ctx.chain_id(), message)],
         );
         let verdict = self.guard.check(height, round, step, &digest);
@@ -1008,10 +1011,7 @@ impl<S: Store> Host<S> {
         }
         let key = (part.round, part.proposer, part.block);
         if self.blocks.contains_key(&part.block) || self.invalid.contains(&part.block) {
-            let pol = self
-                .proposals
-                .get(&(part.round, part.proposer))
-                .and_then(|(_, pol)| *pol);
+            let pol = self.pol_round_of(part.round, part.proposer);
             self.feed_value(part.round, part.proposer, part.block, pol);
             return;
         }
@@ -1066,29 +1066,42 @@ impl<S: Store> Host<S> {
         let (round, proposer, hash) = key;
         // The signer of the parts is the round's proposer; the header names whoever built the
         // block, which differs when a block is re-proposed in a later round.
-        let valid = match Block::from_bytes(&bytes) {
+        let Some(valid) = self.admit_bytes(&bytes, hash) else {
+            return;
+        };
+        if !valid {
+            self.counters.invalid_blocks += u64::from(!self.invalid.contains(&hash));
+            self.invalid.insert(hash);
+        }
+        let pol = self.pol_round_of(round, proposer);
+        self.feed_value(round, proposer, hash, pol);
+    }
+
+    /// Decodes and validates the bytes of block `hash`, logging its body in the WAL when valid.
+    /// `None` when the body could not be logged: nothing may be given to the core then.
+    fn admit_bytes(&mut self, bytes: &[u8], hash: Hash) -> Option<bool> {
+        let valid = match Block::from_bytes(bytes) {
             Ok(block) => self.admit_block(block, Some(hash)),
             Err(e) => {
                 log::warn!("block {hash} does not decode: {e}");
                 false
             }
         };
-        if valid {
-            if let Some(executed) = self.blocks.get(&hash)
-                && let Err(e) = self.wal.save_block(self.ledger.store(), &executed.block)
-            {
-                log::error!("cannot log block {hash}: {e}");
-                return;
-            }
-        } else {
-            self.counters.invalid_blocks += u64::from(!self.invalid.contains(&hash));
-            self.invalid.insert(hash);
+        if valid
+            && let Some(executed) = self.blocks.get(&hash)
+            && let Err(e) = self.wal.save_block(self.ledger.store(), &executed.block)
+        {
+            log::error!("cannot log block {hash}: {e}");
+            return None;
         }
-        let pol = self
-            .proposals
+        Some(valid)
+    }
+
+    /// The polka round of the proposal seen from `proposer` in `round`, if any.
+    fn pol_round_of(&self, round: u32, proposer: PublicKey) -> Option<u32> {
+        self.proposals
             .get(&(round, proposer))
-            .and_then(|(_, pol)| *pol);
-        self.feed_value(round, proposer, hash, pol);
+            .and_then(|(_, pol)| *pol)
     }
 
     fn on_synced_value(&mut self, response: ValueResponse<Ctx>, proposer: Address) {
@@ -1097,17 +1110,9 @@ impl<S: Store> Host<S> {
         // A block with a valid commit certificate is judged afresh, whatever was thought of it
         // earlier at this height.
         self.invalid.remove(&hash);
-        let valid = match Block::from_bytes(&response.value_bytes) {
-            Ok(block) => self.admit_block(block, Some(hash)),
-            Err(_) => false,
-        };
-        if valid
-            && let Some(executed) = self.blocks.get(&hash)
-            && let Err(e) = self.wal.save_block(self.ledger.store(), &executed.block)
-        {
-            log::error!("cannot log synced block {hash}: {e}");
+        let Some(valid) = self.admit_bytes(&response.value_bytes, hash) else {
             return;
-        }
+        };
         self.queue.push_back(Input::ProposedValue(
             ProposedValue {
                 height: cert.height,
@@ -1287,6 +1292,7 @@ impl<S: Store> Host<S> {
         kind: CertKind,
     ) -> Result<(), CertificateError<Ctx>> {
         let mut seen = BTreeSet::new();
+        let mut counted = BTreeSet::new();
         let mut signed: u64 = 0;
         let mut batch = types::BatchVerifier::new();
         let mut entries = Vec::new();
@@ -1315,8 +1321,8 @@ impl<S: Store> Host<S> {
                 &signature,
             );
             entries.push((address, signature, vote_type, value));
-            if seen.iter().filter(|(a, _)| *a == address).count() == 1 {
-                signed = signed.saturating_add(voting_power(validator));
+            if counted.insert(address) {
+                signed = signed.saturating_add(validator.power);
             }
         }
         if let Err(bad) = batch.verify() {
@@ -1343,10 +1349,6 @@ impl<S: Store> Host<S> {
         }
         Ok(())
     }
-}
-
-fn voting_power(v: &Validator) -> u64 {
-    v.power
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -40,6 +40,8 @@ pub enum Tag {
     ProposerDraw,
     /// Write-ahead log record checksum.
     WalRecord,
+    /// The exact bytes a validator signed (kept by its double-sign guard).
+    SignedBytes,
 }
 
 impl Tag {
@@ -57,6 +59,7 @@ impl Tag {
             Self::Evidence => b"xdp-node/evidence",
             Self::ProposerDraw => b"xdp-node/proposer-draw",
             Self::WalRecord => b"xdp-node/wal-record",
+            Self::SignedBytes => b"xdp-node/signed-bytes",
         }
     }
 }
