@@ -76,6 +76,22 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// Every timeout scaled from the round-0 propose timeout: prevote and precommit wait a
+    /// third of it, each later round adds a sixth to each, and stalled rounds re-send votes
+    /// after the propose timeout.
+    pub fn scaled(propose_ms: u64) -> Timeouts {
+        Timeouts {
+            propose_ms,
+            propose_delta_ms: propose_ms / 6,
+            prevote_ms: propose_ms / 3,
+            prevote_delta_ms: propose_ms / 6,
+            precommit_ms: propose_ms / 3,
+            precommit_delta_ms: propose_ms / 6,
+            rebroadcast_ms: propose_ms,
+            max_ms: Timeouts::default().max_ms,
+        }
+    }
+
     fn linear(&self) -> LinearTimeouts {
         use std::time::Duration;
         LinearTimeouts {

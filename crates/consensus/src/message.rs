@@ -7,8 +7,8 @@ use mc::{NilOrVal, RoundCertificateType, VoteType};
 use types::codec::{Reader, check_ascending, put_bytes, put_list};
 use types::limits::{MAX_BLOCK_BYTES, MAX_VALIDATORS};
 use types::{
-    Block, ChainId, CommitSig, Decode, DecodeError, Domain, Encode, Hash, PublicKey, SecretKey,
-    Signature, SignatureError, SignedProposal, SignedVote, VoteKind,
+    BatchVerifier, Block, ChainId, CommitSig, Decode, DecodeError, Domain, Encode, Hash, PublicKey,
+    SecretKey, Signature, SignatureError, SignedProposal, SignedVote, Vote as ChainVote, VoteKind,
 };
 
 use crate::context::{Address, BlockId, Ctx, Height, Proposal, Vote, round_of, wire_round};
@@ -329,6 +329,42 @@ impl ConsensusMessage {
         }
     }
 
+    /// Checks every signature the message carries, without any chain state: what a relay can
+    /// check before forwarding. Whether the signers are validators is the engine's business.
+    pub fn verify(&self, chain: &ChainId) -> Result<(), SignatureError> {
+        let mut batch = BatchVerifier::new();
+        match self {
+            Self::Proposal(p) => return p.verify(chain),
+            Self::Vote(v) => return v.verify(chain),
+            Self::Part(p) => return p.verify(chain),
+            Self::Polka(c) => {
+                for s in &c.signatures {
+                    let vote = ChainVote {
+                        height: c.height,
+                        round: c.round,
+                        kind: VoteKind::Prevote,
+                        block: Some(c.block),
+                        validator: s.validator,
+                    };
+                    batch.push(&s.validator, Domain::Vote, chain, &vote, &s.signature);
+                }
+            }
+            Self::Round(c) => {
+                for v in &c.votes {
+                    let vote = ChainVote {
+                        height: c.height,
+                        round: c.round,
+                        kind: v.kind,
+                        block: v.block,
+                        validator: v.validator,
+                    };
+                    batch.push(&v.validator, Domain::Vote, chain, &vote, &v.signature);
+                }
+            }
+        }
+        batch.verify().map_err(|_| SignatureError)
+    }
+
     /// A stable name of the message kind, for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -604,6 +640,62 @@ mod tests {
                 votes,
             }),
         ]
+    }
+
+    #[test]
+    fn verify_checks_every_signature_a_message_carries() {
+        let prevote = |i: u8, block: Option<Hash>| WireVote {
+            height: 4,
+            round: 1,
+            kind: VoteKind::Prevote,
+            block,
+            validator: key(i).public_key(),
+        };
+        let mut signatures: Vec<CommitSig> = (1..4)
+            .map(|i| CommitSig {
+                validator: key(i).public_key(),
+                signature: key(i).sign(Domain::Vote, &chain(), &prevote(i, Some(Hash([3; 32])))),
+            })
+            .collect();
+        signatures.sort_by_key(|s| s.validator);
+        let mut votes: Vec<RoundVote> = (1..4)
+            .map(|i| RoundVote {
+                kind: VoteKind::Prevote,
+                block: None,
+                validator: key(i).public_key(),
+                signature: key(i).sign(Domain::Vote, &chain(), &prevote(i, None)),
+            })
+            .collect();
+        votes.sort_by_key(|v| (v.validator, v.kind));
+        let mut messages = samples()[..3].to_vec();
+        messages.push(ConsensusMessage::Polka(PolkaCertificate {
+            height: 4,
+            round: 1,
+            block: Hash([3; 32]),
+            signatures,
+        }));
+        messages.push(ConsensusMessage::Round(RoundCertificate {
+            height: 4,
+            round: 1,
+            kind: RoundCertificateKind::Skip,
+            votes,
+        }));
+        for message in messages {
+            assert_eq!(message.verify(&chain()), Ok(()), "{}", message.label());
+            assert!(
+                message
+                    .verify(&ChainId::new("other").expect("valid id"))
+                    .is_err(),
+                "{} verified under another chain id",
+                message.label()
+            );
+            let mut bytes = message.to_bytes();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            if let Ok(tampered) = ConsensusMessage::from_bytes(&bytes) {
+                assert!(tampered.verify(&chain()).is_err(), "{}", message.label());
+            }
+        }
     }
 
     #[test]
