@@ -1,6 +1,7 @@
-//! Run and administer a node. For now: the `firewall` subcommands.
+//! Run and administer a node: `node run`, and the `firewall` subcommands.
 
 mod firewall_cmd;
+mod run_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -17,15 +18,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a validator: ledger, consensus, the P2P network, and bans enforced in the kernel.
+    Run(Box<run_cmd::RunArgs>),
     /// Administer the XDP filter through its pinned maps.
     Firewall(firewall_cmd::FirewallArgs),
 }
 
+/// Log levels when `RUST_LOG` is unset: the consensus core logs every vote at info.
+const DEFAULT_LOG: &str = "info,arc_malachitebft_core_consensus=warn,libp2p_gossipsub=error";
+
 fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG)).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Firewall(args) => firewall_cmd::run(args),
+        Command::Run(args) => run_cmd::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
