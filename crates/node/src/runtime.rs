@@ -186,11 +186,7 @@ impl<S: Store> Runtime<S> {
     fn on_network(&mut self, event: NetworkEvent) {
         match event {
             NetworkEvent::Gossip { from, id, gossip } => {
-                let kind = match &gossip {
-                    Gossip::Transaction(_) => TopicKind::Transactions,
-                    Gossip::Consensus(_) => TopicKind::Consensus,
-                    Gossip::Block(_) => TopicKind::Blocks,
-                };
+                let kind = gossip.kind();
                 let verdict = self.on_gossip(gossip);
                 self.network.validated(&id, from, kind, verdict);
             }

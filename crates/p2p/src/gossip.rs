@@ -96,9 +96,12 @@ impl Topics {
     }
 }
 
-/// The gossipsub configuration: anonymous messages, content ids, our size limits, and manual
-/// validation so that nothing is forwarded before the application accepted it.
-pub fn config(topics: &Topics, heartbeat_ms: u64) -> Result<gossipsub::Config, String> {
+/// The gossipsub configuration: anonymous messages, content ids, one frame limit, and manual
+/// validation so that nothing is forwarded before the application accepted it. Per-topic limits
+/// are [`check`]'s: gossipsub's own per-topic limit counts the topic string and framing on
+/// receipt but not on publish, so it would drop full-size block parts, and it drops oversized
+/// messages silently, where [`check`] reports their sender.
+pub fn config(heartbeat_ms: u64) -> Result<gossipsub::Config, String> {
     let mut builder = gossipsub::ConfigBuilder::default();
     builder
         .validation_mode(gossipsub::ValidationMode::Anonymous)
@@ -106,9 +109,6 @@ pub fn config(topics: &Topics, heartbeat_ms: u64) -> Result<gossipsub::Config, S
         .heartbeat_interval(std::time::Duration::from_millis(heartbeat_ms))
         .max_transmit_size(MAX_TRANSMIT_BYTES)
         .message_id_fn(message_id);
-    for kind in TopicKind::ALL {
-        builder.max_transmit_size_for_topic(kind.max_bytes(), topics.topic(kind).hash());
-    }
     builder.build().map_err(|e| e.to_string())
 }
 
@@ -159,6 +159,17 @@ pub enum Gossip {
     /// A block with a certificate that names it (the certificate is checked by the application,
     /// which knows the validator set).
     Block(Box<SyncedBlock>),
+}
+
+impl Gossip {
+    /// The topic it came on.
+    pub fn kind(&self) -> TopicKind {
+        match self {
+            Gossip::Transaction(_) => TopicKind::Transactions,
+            Gossip::Consensus(_) => TopicKind::Consensus,
+            Gossip::Block(_) => TopicKind::Blocks,
+        }
+    }
 }
 
 /// Why a relay refused a message.
@@ -254,7 +265,7 @@ mod tests {
             assert_eq!(a.kind(&a.topic(kind).hash()), Some(kind));
             assert_eq!(a.kind(&b.topic(kind).hash()), None);
         }
-        config(&a, 700).expect("valid gossipsub config");
+        config(700).expect("valid gossipsub config");
     }
 
     #[test]

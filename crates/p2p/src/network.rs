@@ -195,6 +195,8 @@ pub struct Network {
     publish_seq: u64,
     last_redial: Instant,
     last_walk: Instant,
+    /// Whether a Kademlia walk has started since the node came up.
+    walked: bool,
     counters: NetworkCounters,
 }
 
@@ -213,7 +215,7 @@ impl Network {
         let peers = PeerManager::open(store, config.peers.clone(), now)?;
         let keypair = crate::keypair_of(key)?;
         let topics = Topics::new(&chain);
-        let gossip_config = gossip::config(&topics, config.heartbeat_ms)?;
+        let gossip_config = gossip::config(config.heartbeat_ms)?;
         let mut builder_error = None;
         let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -293,6 +295,7 @@ impl Network {
             publish_seq: now.saturating_mul(1000),
             last_redial: Instant::now(),
             last_walk: Instant::now(),
+            walked: false,
             counters: NetworkCounters::default(),
         };
         network.start()?;
@@ -658,6 +661,13 @@ impl Network {
                 }
                 if num_established.get() == 1 {
                     self.events.push_back(NetworkEvent::Connected(peer_id));
+                }
+                if !self.walked {
+                    // The first peer is someone to ask for more: start the walk now rather
+                    // than at the first periodic one.
+                    if let Some(kad) = self.swarm.behaviour_mut().kademlia.as_mut() {
+                        self.walked = kad.bootstrap().is_ok();
+                    }
                 }
             }
             SwarmEvent::ConnectionClosed {
