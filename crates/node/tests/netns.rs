@@ -2,7 +2,8 @@
 //! interface, and an attacker on the same bridge: a peer gossiping transactions with invalid
 //! signatures is banned by validator 0 and its re-dials die in XDP; a flood of plain TCP
 //! connections is banned by validator 1 the same way; the validators keep making blocks and
-//! none of them is ever blocked.
+//! none of them is ever blocked. One validator is configured with no peers and known to none:
+//! it finds them by mDNS.
 //!
 //! # Design
 //! - Everything lives in namespaces named `xnt-<pid>-*` (a hub with a bridge, one per node and
@@ -72,6 +73,9 @@ const FLOOD_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 /// The flood stops after this many unanswered connects in a row: the source is blocked.
 const FLOOD_GIVE_UP_AFTER: usize = 5;
 
+/// The validator no other knows and that knows no other: it finds its peers by mDNS (every
+/// validator runs it), so its reaching [`START_HEIGHT`] proves discovery on the bridge.
+const MDNS_ONLY: usize = VALIDATORS - 1;
 /// Height every validator reaches before the attacks.
 const START_HEIGHT: u64 = 3;
 /// Heights every validator makes after the attacks.
@@ -329,9 +333,10 @@ impl Lab {
                 "--propose-timeout-ms",
                 "1000",
             ]);
+        cmd.arg("--mdns");
         for j in 0..VALIDATORS {
             cmd.arg("--allow").arg(format!("{}/32", validator_ip(j)));
-            if j != i {
+            if j != i && i != MDNS_ONLY && j != MDNS_ONLY {
                 cmd.arg("--peer").arg(validator_addr(test, j).to_string());
             }
         }
