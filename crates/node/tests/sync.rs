@@ -1,7 +1,8 @@
 //! Validators on real libp2p swarms over loopback TCP: three of four make 100 blocks, then the
 //! fourth starts from an empty store, catches up by block sync (checking every commit
 //! certificate) and joins consensus; a validator stopped meanwhile restarts on its store and
-//! catches up the same way; every node holds the same hash at every height.
+//! catches up the same way; every node holds the same hash at every height, and no honest node
+//! reported another.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -214,5 +215,22 @@ async fn late_and_restarted_nodes_catch_up_by_sync_join_consensus_and_agree_on_e
     let state_root = runtimes[0].engine().ledger().tip().state_root;
     for r in &runtimes[1..] {
         assert_eq!(r.engine().ledger().tip().state_root, state_root);
+    }
+    // Honest traffic, syncing included, earned no one a report (allowlisting would only have
+    // spared the ban, not the report) and no message was rejected.
+    for (i, r) in runtimes.iter_mut().enumerate() {
+        let network = r.network();
+        let reports = &network.peers().counters().reports;
+        assert!(
+            reports.is_empty(),
+            "node {i} reported its peers: {reports:?}"
+        );
+        let rejected: Vec<_> = network
+            .counters()
+            .gossip
+            .iter()
+            .filter(|((_, result), _)| *result != "accept" && *result != "ignore")
+            .collect();
+        assert!(rejected.is_empty(), "node {i} refused gossip: {rejected:?}");
     }
 }
