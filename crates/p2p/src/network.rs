@@ -8,9 +8,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
-
-/// Our id for a sync request we sent.
-pub type RequestId = OutboundRequestId;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns, noise, tcp, yamux};
 use types::{ChainId, SecretKey};
@@ -22,6 +19,9 @@ use crate::gossip::{self, Gossip, GossipError, TopicKind, Topics};
 use crate::peers::{Action, Ban, BanTarget, Decision, PeerManager, Report, Source};
 use crate::sync::{self, Refusal as SyncRefusal, SyncCodec, SyncRequest, SyncResponse};
 use crate::{BanReason, KernelFilter, NetworkError};
+
+/// Our id for a sync request we sent.
+pub type RequestId = OutboundRequestId;
 
 /// Kademlia's protocol name.
 const KAD_PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/xdp-node/kad/1");
