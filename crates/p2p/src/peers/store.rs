@@ -58,6 +58,21 @@ pub(super) fn key(target: &BanTarget) -> Vec<u8> {
     out
 }
 
+/// A peer id from its bytes, which must be its canonical encoding (one id, one key).
+fn peer_id(raw: &[u8]) -> Result<PeerId, DecodeError> {
+    let peer = PeerId::from_bytes(raw).map_err(|_| DecodeError::Invalid {
+        what: "peer id",
+        reason: "not a peer id multihash",
+    })?;
+    if peer.to_bytes() != raw {
+        return Err(DecodeError::Invalid {
+            what: "peer id",
+            reason: "not in canonical form",
+        });
+    }
+    Ok(peer)
+}
+
 /// The target whose [`key`] is `bytes`; refuses anything [`key`] would not have written.
 fn target_from_key(bytes: &[u8]) -> Result<BanTarget, DecodeError> {
     if bytes.len() > 1 + MAX_PEER_ID_BYTES {
@@ -69,20 +84,7 @@ fn target_from_key(bytes: &[u8]) -> Result<BanTarget, DecodeError> {
     }
     let mut r = Reader::new(bytes);
     let target = match r.u8()? {
-        TAG_PEER => {
-            let raw = r.take(r.remaining())?;
-            let peer = PeerId::from_bytes(raw).map_err(|_| DecodeError::Invalid {
-                what: "peer id",
-                reason: "not a peer id multihash",
-            })?;
-            if peer.to_bytes() != raw {
-                return Err(DecodeError::Invalid {
-                    what: "peer id",
-                    reason: "not in canonical form",
-                });
-            }
-            BanTarget::Peer(peer)
-        }
+        TAG_PEER => BanTarget::Peer(peer_id(r.take(r.remaining())?)?),
         TAG_NET_V4 => BanTarget::Address(net(
             IpAddr::from(r.array::<4>()?),
             r.u8()?,
@@ -281,17 +283,7 @@ impl Decode for PeerField {
     const NAME: &'static str = "banned peer";
 
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let raw = r.bytes("peer id", MAX_PEER_ID_BYTES)?;
-        let peer = PeerId::from_bytes(raw).map_err(|_| DecodeError::Invalid {
-            what: "peer id",
-            reason: "not a peer id multihash",
-        })?;
-        if peer.to_bytes() != raw {
-            return Err(DecodeError::Invalid {
-                what: "peer id",
-                reason: "not in canonical form",
-            });
-        }
+        let peer = peer_id(r.bytes("peer id", MAX_PEER_ID_BYTES)?)?;
         Ok(PeerField(peer, r.u64()?))
     }
 }
