@@ -1,20 +1,11 @@
 //! `node firewall ...` as an operator runs it: against a filter attached in a namespace this
 //! test creates, from separate processes, including bad input and missing privileges.
 
+mod common;
+
 use std::process::{Command, Output};
 
-fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let why = format!("{test} needs root (XDP attach, network namespaces): run the suite as root");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}; under CI=true a privileged test that cannot run is a failure");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
-}
+use common::privileged;
 
 fn node(instance: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_node"))

@@ -18,6 +18,8 @@
 //! - The test reads each node's pinned maps directly (bpffs is shared by every namespace) and
 //!   each node's log for heights and ban lines.
 
+mod common;
+
 use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -36,6 +38,8 @@ use p2p::sync::{Status, SyncResponse};
 use p2p::{Multiaddr, Network, NetworkConfig, NetworkEvent, Validation};
 use storage::MemStore;
 use types::Encode;
+
+use common::privileged;
 
 /// Seed of the test chain (validator keys, genesis) and of the attacker's key.
 const SEED: u64 = 5;
@@ -87,21 +91,6 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const NODE_LOG: &str = "info,arc_malachitebft_core_consensus=warn";
 /// Lines of each log printed when the test fails.
 const LOG_TAIL_LINES: usize = 40;
-
-/// True when the test can run. Without root it says why; under CI (`CI=true`) a privileged
-/// test that cannot run fails instead of skipping.
-fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let why = format!("{test} needs root (XDP attach, network namespaces): run the suite as root");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}; under CI=true a privileged test that cannot run is a failure");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
-}
 
 fn validator_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], i as u8 + 1)
