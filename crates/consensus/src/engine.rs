@@ -58,6 +58,11 @@ pub struct Timeouts {
     pub rebroadcast_ms: u64,
     /// Cap of every timeout.
     pub max_ms: u64,
+    /// Pause between a commit and the start of the next height (Tendermint's
+    /// `timeout_commit`): late precommits still arrive, and a lone validator does not turn
+    /// blocks out as fast as the CPU allows. The next height never starts inside the call that
+    /// committed, so the host flushes and serves its clients between any two heights.
+    pub commit_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -71,14 +76,15 @@ impl Default for Timeouts {
             precommit_delta_ms: 500,
             rebroadcast_ms: 5000,
             max_ms: 60_000,
+            commit_ms: 0,
         }
     }
 }
 
 impl Timeouts {
     /// Every timeout scaled from the round-0 propose timeout: prevote and precommit wait a
-    /// third of it, each later round adds a sixth to each, and stalled rounds re-send votes
-    /// after the propose timeout.
+    /// third of it, each later round adds a sixth to each, stalled rounds re-send votes after
+    /// the propose timeout, and the pause after a commit is a tenth of it.
     pub fn scaled(propose_ms: u64) -> Timeouts {
         Timeouts {
             propose_ms,
@@ -89,6 +95,7 @@ impl Timeouts {
             precommit_delta_ms: propose_ms / 6,
             rebroadcast_ms: propose_ms,
             max_ms: Timeouts::default().max_ms,
+            commit_ms: propose_ms / 10,
         }
     }
 
@@ -232,6 +239,8 @@ struct Host<S: Store> {
     /// Whether WAL entries are being replayed (no appends, no re-logging).
     replaying: bool,
     counters: EngineCounters,
+    /// The next height and when it starts (UNIX ms), during the pause after a commit.
+    next_start: Option<(u64, u64)>,
 }
 
 /// A validator's consensus engine over a ledger in store `S`.
@@ -323,6 +332,7 @@ impl<S: Store> Engine<S> {
             last_commit,
             slashings: BTreeMap::new(),
             replaying: false,
+            next_start: None,
             counters: EngineCounters {
                 wal_truncated: recovered.truncated as u64,
                 ..EngineCounters::default()
@@ -363,9 +373,11 @@ impl<S: Store> Engine<S> {
         &self.host.mempool
     }
 
-    /// The height consensus is working on.
+    /// The height consensus is working on (during the pause after a commit, the next one).
     pub fn height(&self) -> u64 {
-        self.state.height().0
+        self.host
+            .next_start
+            .map_or(self.state.height().0, |(next, _)| next)
     }
 
     /// The current round, if started.
@@ -388,9 +400,10 @@ impl<S: Store> Engine<S> {
         self.host.guard.last()
     }
 
-    /// The earliest timer deadline.
+    /// The earliest timer deadline (the start of the next height included).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.host.timers.values().map(|(_, at)| *at).min()
+        let timers = self.host.timers.values().map(|(_, at)| *at);
+        timers.chain(self.host.next_start.map(|(_, at)| at)).min()
     }
 
     /// Takes what the engine produced since the last call.
@@ -401,6 +414,15 @@ impl<S: Store> Engine<S> {
     /// Fires every timer due at `now_ms`.
     pub fn tick(&mut self, now_ms: u64) {
         self.host.now_ms = now_ms;
+        if let Some((height, at)) = self.host.next_start
+            && at <= now_ms
+        {
+            self.host.next_start = None;
+            if let Err(e) = self.start_height(height) {
+                log::error!("cannot start height {height}: {e}");
+            }
+            self.drain_queue();
+        }
         loop {
             let due = self
                 .host
@@ -424,7 +446,9 @@ impl<S: Store> Engine<S> {
     /// A consensus message from the network.
     pub fn on_message(&mut self, message: ConsensusMessage, now_ms: u64) {
         self.host.now_ms = now_ms;
-        let height = self.height();
+        // The core's height: during the pause after a commit, the next height's parts wait
+        // with the other future parts and are replayed when it starts.
+        let height = self.state.height().0;
         match message {
             ConsensusMessage::Part(part) => self.host.on_part(part, height),
             ConsensusMessage::Proposal(p)
@@ -477,6 +501,22 @@ impl<S: Store> Engine<S> {
         now_ms: u64,
     ) -> Result<(), EngineError> {
         self.host.now_ms = now_ms;
+        // A synced block proves the chain moved on: no pause before its height.
+        if let Some((next, _)) = self.host.next_start.take() {
+            self.start_height(next)?;
+            self.drain_queue();
+        }
+        // Votes waiting behind the start may just have decided this very block.
+        let at = block.header.height;
+        if at <= self.host.ledger.height()
+            && self
+                .host
+                .ledger
+                .block(at)?
+                .is_some_and(|held| held.hash() == block.hash())
+        {
+            return Ok(());
+        }
         let height = self.height();
         if block.header.height != height || commit.height != height {
             return Err(EngineError::NotCurrentHeight {
@@ -550,13 +590,19 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Feeds queued inputs; starts the next height once a height is finalized.
+    /// Feeds queued inputs. A finalized height schedules the next one after the commit pause
+    /// ([`Timeouts::commit_ms`]); [`Engine::tick`] starts it, and the inputs queued behind it
+    /// wait until then.
     fn drain_queue(&mut self) {
-        while let Some(input) = self.host.queue.pop_front() {
+        while self.host.next_start.is_none()
+            && let Some(input) = self.host.queue.pop_front()
+        {
             if let Input::StartHeight(height, ..) = input {
-                if let Err(e) = self.start_height(height.0) {
-                    log::error!("cannot start height {height}: {e}");
-                }
+                let at = self
+                    .host
+                    .now_ms
+                    .saturating_add(self.host.config.timeouts.commit_ms);
+                self.host.next_start = Some((height.0, at));
             } else {
                 self.feed(input);
             }

@@ -48,6 +48,7 @@ fn config() -> EngineConfig {
             precommit_delta_ms: 50,
             rebroadcast_ms: 500,
             max_ms: 2_000,
+            commit_ms: 0,
         },
         ..EngineConfig::default()
     }

@@ -27,6 +27,7 @@ fn config() -> EngineConfig {
             precommit_delta_ms: 100,
             rebroadcast_ms: 1000,
             max_ms: 5000,
+            commit_ms: 0,
         },
         ..EngineConfig::default()
     }

@@ -68,6 +68,7 @@ pub fn engine_config() -> EngineConfig {
             precommit_delta_ms: 100,
             rebroadcast_ms: 1_000,
             max_ms: 2_000,
+            commit_ms: 30,
         },
         part_bytes: PART_BYTES,
         ..EngineConfig::default()
