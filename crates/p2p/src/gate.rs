@@ -130,6 +130,13 @@ impl Gate {
         self.allowlist.iter().any(|net| net.contains(&ip))
     }
 
+    /// Adds a net to the allowlist.
+    pub fn allow(&mut self, net: IpNet) {
+        if !self.allowlist.contains(&net) {
+            self.allowlist.push(net);
+        }
+    }
+
     /// Refuses `peer` until `until_ms` (UNIX ms) and closes its connections now.
     pub fn ban_peer(&mut self, peer: PeerId, until_ms: u64) {
         self.banned_peers.insert(peer, until_ms);

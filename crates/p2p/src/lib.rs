@@ -22,7 +22,7 @@ use thiserror::Error;
 pub use config::{ConnectionLimits, NetworkConfig, SyncLimits};
 pub use firewall_common::BanReason;
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
-pub use network::{Network, NetworkCounters, NetworkEvent, Validation};
+pub use network::{Connection, Network, NetworkCounters, NetworkEvent, Validation};
 
 /// The kernel blocklist, as the network sees it. The node implements it over the pinned XDP
 /// maps; tests implement it in memory.

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use ipnet::IpNet;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns, noise, tcp, yamux};
 use types::{ChainId, SecretKey};
 
@@ -49,6 +50,17 @@ pub struct Behaviour {
     sync: request_response::Behaviour<SyncCodec>,
     kademlia: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// One open connection, for listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The remote peer.
+    pub peer: PeerId,
+    /// Its address on this connection.
+    pub address: Multiaddr,
+    /// Whether the peer dialled us.
+    pub inbound: bool,
 }
 
 /// What the network hands to the application.
@@ -198,6 +210,8 @@ pub struct Network {
     /// Whether a Kademlia walk has started since the node came up.
     walked: bool,
     counters: NetworkCounters,
+    /// Open connections (bounded by the gate's total limit).
+    connections: HashMap<ConnectionId, Connection>,
 }
 
 impl Network {
@@ -297,6 +311,7 @@ impl Network {
             last_walk: Instant::now(),
             walked: false,
             counters: NetworkCounters::default(),
+            connections: HashMap::new(),
         };
         network.start()?;
         Ok(network)
@@ -351,6 +366,29 @@ impl Network {
     /// Peers with at least one open connection.
     pub fn connected_peers(&self) -> Vec<PeerId> {
         self.swarm.connected_peers().copied().collect()
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> Vec<Connection> {
+        self.connections.values().cloned().collect()
+    }
+
+    /// Allowlists a net at run time: never banned, never refused as banned, skips the
+    /// per-address limits, and let through by the kernel filter. False when the allowlist is
+    /// full or already holds it.
+    pub fn allow(&mut self, net: IpNet) -> bool {
+        let net = net.trunc();
+        if !self.peers.allow(net) {
+            return false;
+        }
+        self.swarm.behaviour_mut().gate.allow(net);
+        if let Some(kernel) = self.kernel.as_mut()
+            && let Err(e) = kernel.allow(net)
+        {
+            self.counters.kernel_errors += 1;
+            log::error!("cannot allowlist {net} in the kernel filter: {e}");
+        }
+        true
     }
 
     /// Peers subscribed to a topic.
@@ -652,10 +690,19 @@ impl Network {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
             } => {
+                self.connections.insert(
+                    connection_id,
+                    Connection {
+                        peer: peer_id,
+                        address: endpoint.get_remote_address().clone(),
+                        inbound: endpoint.is_listener(),
+                    },
+                );
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
                     self.peers.connected(peer_id, ip, now_ms());
                 }
@@ -672,9 +719,14 @@ impl Network {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
+                self.connections.remove(&connection_id);
+                if num_established > 0 {
+                    return;
+                }
                 self.peers.disconnected(peer_id, now_ms());
                 self.gossip_budgets.remove(&peer_id);
                 self.sync_budgets.remove(&peer_id);

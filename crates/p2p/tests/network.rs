@@ -857,6 +857,60 @@ async fn allowlisted_addresses_are_never_banned() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_allowlisted_at_run_time_is_spared_and_let_through_the_kernel() {
+    const NET: u8 = 32;
+    /// Invalid messages the victim must see: enough for a ban without the allowlist.
+    const REPORTS: u64 = 8;
+    let test = test_chain(NET.into());
+    let (attacker, mut victim, attacker_ip) = attacker_and_victim(NET, &test).await;
+    let a = attacker.peer;
+    // The victim dialled the attacker: one outbound connection, listed with its address.
+    let connections = victim.call(|n| n.connections()).await;
+    assert!(
+        connections.iter().any(|c| c.peer == a
+            && !c.inbound
+            && p2p::gate::ip_of(&c.address) == Some(attacker_ip.into())),
+        "{connections:?}"
+    );
+    let inbound = attacker.call(|n| n.connections()).await;
+    assert!(inbound.iter().all(|c| c.inbound), "{inbound:?}");
+
+    let net = host(attacker_ip);
+    assert!(victim.call(move |n| n.allow(net)).await);
+    assert!(!victim.call(move |n| n.allow(net)).await, "added twice");
+    assert!(victim.kernel.calls().contains(&KernelCall::Allow(net)));
+
+    let deadline = tokio::time::Instant::now() + ATTACK;
+    let mut i = 0;
+    loop {
+        let seen = victim
+            .call(|n| {
+                n.counters()
+                    .gossip
+                    .get(&("tx", "invalid_signature"))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .await;
+        if seen >= REPORTS {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the victim saw {seen} invalid signatures in {ATTACK:?}"
+        );
+        attacker
+            .publish(TopicKind::Transactions, forged_tx(&test, i))
+            .await;
+        i += 1;
+        assert!(victim.try_wait(ATTACK_PACE, is_ban).await.is_none());
+    }
+    assert!(victim.bans().is_empty());
+    let connected = victim.call(move |n| n.connected_peers().contains(&a)).await;
+    assert!(connected, "the allowlisted attacker was disconnected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relaying_a_validly_signed_equivocation_is_not_misbehaviour() {
     const NET: u8 = 29;
     let test = test_chain(NET.into());

@@ -290,6 +290,24 @@ impl PeerManager {
         !self.is_allowlisted(addr) && !self.bans.covering(addr, now_ms).is_empty()
     }
 
+    /// Adds a net to the allowlist: it is never banned from now on. Returns false when it was
+    /// already there or the allowlist is full ([`super::MAX_ALLOWLIST`]).
+    pub fn allow(&mut self, net: IpNet) -> bool {
+        let net = net.trunc();
+        if self.config.allowlist.contains(&net)
+            || self.config.allowlist.len() >= super::MAX_ALLOWLIST
+        {
+            return false;
+        }
+        self.config.allowlist.push(net);
+        true
+    }
+
+    /// The allowlist.
+    pub fn allowlist(&self) -> &[IpNet] {
+        &self.config.allowlist
+    }
+
     /// Is this address inside the allowlist.
     pub fn is_allowlisted(&self, addr: IpAddr) -> bool {
         in_allowlist(&self.config.allowlist, addr.to_canonical())

@@ -239,9 +239,13 @@ pub struct PeerManagerConfig {
     /// Distinct peers banned from one IP within the offence memory that get the IP itself
     /// banned, at most [`MAX_LIST_LEN`].
     pub address_ban_peers: usize,
-    /// Validator addresses: never banned, never blocked.
+    /// Validator addresses: never banned, never blocked; at most [`MAX_ALLOWLIST`] (operators
+    /// may add more at run time up to that bound).
     pub allowlist: Vec<IpNet>,
 }
+
+/// Most allowlist entries (configured and added at run time).
+pub const MAX_ALLOWLIST: usize = 1024;
 
 impl Default for PeerManagerConfig {
     fn default() -> Self {

@@ -730,3 +730,22 @@ fn invalid_configs_are_refused() {
         ));
     }
 }
+
+#[test]
+fn an_allowlist_entry_added_at_run_time_spares_its_address_and_the_list_is_bounded() {
+    let (mut m, _store) = manager();
+    let attacker = ip("10.9.0.7");
+    assert!(m.allow(net("10.9.0.0/24")));
+    assert!(!m.allow(net("10.9.0.0/24")), "added twice");
+    assert!(m.is_allowlisted(attacker));
+    assert!(
+        m.report(about_addr(attacker, Action::Fatal), 1_000)
+            .is_empty()
+    );
+    assert!(!m.is_addr_banned(attacker, 1_000));
+    for i in m.allowlist().len()..crate::peers::MAX_ALLOWLIST {
+        assert!(m.allow(IpNet::from(nth_ip(i as u32))));
+    }
+    assert!(!m.allow(net("192.0.2.1/32")), "beyond the bound");
+    assert_eq!(m.allowlist().len(), crate::peers::MAX_ALLOWLIST);
+}
