@@ -1,6 +1,7 @@
-//! Run and administer a node: `node run`, and the `firewall` subcommands.
+//! Run and administer a node: `node init`, `node run`, and the `firewall` subcommands.
 
 mod firewall_cmd;
+mod init_cmd;
 mod run_cmd;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create a node's data directory (identity, admin token, config), or a local network.
+    Init(init_cmd::InitArgs),
     /// Run a validator: ledger, consensus, the P2P network, and bans enforced in the kernel.
     Run(Box<run_cmd::RunArgs>),
     /// Administer the XDP filter through its pinned maps.
@@ -32,6 +35,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Firewall(args) => firewall_cmd::run(args),
+        Command::Init(args) => init_cmd::run(args),
         Command::Run(args) => run_cmd::run(*args),
     };
     match result {

@@ -1,0 +1,1056 @@
+//! The admin API: operator blocks, allows and bans, the kernel filter's mode, and why an address
+//! is treated as it is, behind a bearer token read from a file only its owner can read.
+//!
+//! # Design
+//! - Every block and ban goes through the network's peer manager
+//!   ([`p2p::Network::ban`]), whatever the filter mode: it is persisted, refused by libp2p before
+//!   the handshake, and written into the kernel blocklist by the network when XDP is attached.
+//!   Unblocking also removes the kernel entry, since the network leaves operator entries alone.
+//! - Kernel maps are read and written on the blocking pool: a listing walks maps that can hold
+//!   millions of entries.
+//! - The token is compared in time that depends on the token's length only.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use firewall::clock::now_ns;
+use firewall::rules::{ban_reason_name, parse_net};
+use firewall::{FirewallError, Maps, Mode, Rule, RuleKind, Why};
+use ipnet::IpNet;
+use p2p::clock::now_ms;
+use p2p::peers::{Ban, BanTarget, Explanation, MAX_ALLOWLIST};
+use p2p::{BanReason, PeerId};
+use serde::{Deserialize, Serialize};
+
+use super::error::JsonBody;
+use super::{Api, ApiError};
+
+/// Fewest characters of an admin token.
+pub const MIN_TOKEN_CHARS: usize = 32;
+/// Largest token file read, bytes.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+/// Random bytes of a generated token (64 hex digits).
+pub const TOKEN_BYTES: usize = 32;
+/// Longest operator block or ban, seconds (one year).
+pub const MAX_TTL_SECS: u64 = 365 * 24 * 60 * 60;
+/// Kernel rules listed by `GET /v1/admin/firewall`; `rules_truncated` says when there are more.
+pub const MAX_LISTED_RULES: usize = 10_000;
+/// Longest address, CIDR or peer id read from a request, characters.
+const MAX_INPUT_CHARS: usize = 128;
+/// The detail of every ban made through this API.
+const OPERATOR_DETAIL: &str = "operator via admin API";
+
+/// Every admin route: method and path as written in the router.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/admin/firewall"),
+    ("GET", "/v1/admin/firewall/why/{addr}"),
+    ("POST", "/v1/admin/firewall/block"),
+    ("POST", "/v1/admin/firewall/unblock"),
+    ("POST", "/v1/admin/firewall/allow"),
+    ("PUT", "/v1/admin/firewall/mode"),
+    ("GET", "/v1/admin/peers/bans"),
+    ("POST", "/v1/admin/peers/ban"),
+    ("POST", "/v1/admin/peers/unban"),
+];
+
+/// The admin routes (state attached by [`Api::admin_router`], which also puts them behind
+/// [`authorize`]).
+pub fn routes() -> Router<Api> {
+    Router::new()
+        .route("/v1/admin/firewall", get(firewall))
+        .route("/v1/admin/firewall/why/{addr}", get(why))
+        .route("/v1/admin/firewall/block", post(block))
+        .route("/v1/admin/firewall/unblock", post(unblock))
+        .route("/v1/admin/firewall/allow", post(allow))
+        .route("/v1/admin/firewall/mode", put(mode))
+        .route("/v1/admin/peers/bans", get(bans))
+        .route("/v1/admin/peers/ban", post(ban_peer))
+        .route("/v1/admin/peers/unban", post(unban_peer))
+}
+
+/// Why a token file was refused, or could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The file could not be opened or read.
+    #[error("cannot read the admin token file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not a regular file.
+    #[error("the admin token file {path} is not a regular file")]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Group or others may read or write it.
+    #[error(
+        "the admin token file {path} has mode {mode:04o}: group and others must have no access (chmod 600 {path})"
+    )]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Larger than [`MAX_TOKEN_FILE_BYTES`].
+    #[error("the admin token file {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The token is shorter than [`MIN_TOKEN_CHARS`].
+    #[error(
+        "the admin token in {path} has {len} characters; at least {MIN_TOKEN_CHARS} are needed"
+    )]
+    TooShort {
+        /// The file.
+        path: PathBuf,
+        /// Characters found (surrounding whitespace removed).
+        len: usize,
+    },
+    /// The token holds a character that cannot travel in an HTTP header.
+    #[error("the admin token in {path} may hold only printable ASCII characters without spaces")]
+    InvalidCharacters {
+        /// The file.
+        path: PathBuf,
+    },
+    /// [`Token::write_new`] found a file there already.
+    #[error("the admin token file {path} exists already; not overwriting it")]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The new file could not be created or written.
+    #[error("cannot write the admin token file {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The admin API's bearer token. Its `Debug` output hides it.
+pub struct Token(String);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl Token {
+    /// Reads the token from `path`: a regular file no one but its owner may access, holding at
+    /// least [`MIN_TOKEN_CHARS`] printable ASCII characters (surrounding whitespace ignored).
+    pub fn load(path: &Path) -> Result<Token, TokenError> {
+        let read = |source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Non-blocking, so that a FIFO put in its place cannot hang the start.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(read)?;
+        let meta = file.metadata().map_err(read)?;
+        if !meta.is_file() {
+            return Err(TokenError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(TokenError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_TOKEN_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read)?;
+        if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
+            return Err(TokenError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = bytes.trim_ascii();
+        if !text.iter().all(u8::is_ascii_graphic) {
+            return Err(TokenError::InvalidCharacters {
+                path: path.to_path_buf(),
+            });
+        }
+        if text.len() < MIN_TOKEN_CHARS {
+            return Err(TokenError::TooShort {
+                path: path.to_path_buf(),
+                len: text.len(),
+            });
+        }
+        // Printable ASCII only, checked above.
+        Ok(Token(text.iter().map(|&b| char::from(b)).collect()))
+    }
+
+    /// A new token: [`TOKEN_BYTES`] bytes from the thread's CSPRNG (seeded by the OS), as 64
+    /// lowercase hex digits.
+    pub fn generate() -> Token {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        rand::Rng::fill(&mut rand::rng(), &mut bytes);
+        Token(hex::encode(bytes))
+    }
+
+    /// Generates a token and writes it to a new file at `path` with mode 0600; refuses to
+    /// replace an existing file.
+    pub fn write_new(path: &Path) -> Result<Token, TokenError> {
+        let token = Token::generate();
+        let write = |source| TokenError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file: File = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => TokenError::Exists {
+                    path: path.to_path_buf(),
+                },
+                _ => write(e),
+            })?;
+        file.write_all(format!("{}\n", token.0).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(write)?;
+        Ok(token)
+    }
+
+    /// The token's text, for showing it to the operator who created it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `candidate` is the token, in time that depends only on the token's length.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let secret = self.0.as_bytes();
+        let mut diff = secret.len() ^ candidate.len();
+        for (i, s) in secret.iter().enumerate() {
+            let c = candidate.get(i).copied().unwrap_or(0);
+            diff |= usize::from(s ^ c);
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>`; otherwise 401
+/// `missing_token` (absent, or another scheme) or `invalid_token` (wrong), with
+/// `WWW-Authenticate`.
+pub async fn authorize(State(token): State<Arc<Token>>, request: Request, next: Next) -> Response {
+    match check(&token, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Why a request was not authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No bearer credentials.
+    Missing,
+    /// Bearer credentials that are not the token.
+    Invalid,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (code, message, challenge) = match self {
+            Refusal::Missing => (
+                "missing_token",
+                "send the admin token as `Authorization: Bearer <token>` (it is in the node's admin.token file)",
+                "Bearer",
+            ),
+            Refusal::Invalid => (
+                "invalid_token",
+                "the bearer token is not this node's admin token",
+                "Bearer error=\"invalid_token\"",
+            ),
+        };
+        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, code, message).into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        response
+    }
+}
+
+/// Checks the `Authorization` header against the token (the scheme is case-insensitive).
+fn check(token: &Token, headers: &HeaderMap) -> Result<(), Refusal> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(Refusal::Missing)?
+        .as_bytes()
+        .trim_ascii();
+    let (scheme, credentials) = value
+        .iter()
+        .position(|&b| b == b' ')
+        .map(|space| value.split_at(space))
+        .ok_or(Refusal::Missing)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(Refusal::Missing);
+    }
+    if token.matches(credentials.trim_ascii()) {
+        Ok(())
+    } else {
+        Err(Refusal::Invalid)
+    }
+}
+
+/// A ban as the API shows it.
+#[derive(Debug, Serialize)]
+struct BanView {
+    target: String,
+    addresses: Vec<String>,
+    reason: &'static str,
+    source: &'static str,
+    since_ms: u64,
+    until_ms: u64,
+    offence: u32,
+    detail: String,
+}
+
+impl From<&Ban> for BanView {
+    fn from(ban: &Ban) -> BanView {
+        BanView {
+            target: ban.target.to_string(),
+            addresses: ban.addresses.iter().map(IpNet::to_string).collect(),
+            reason: ban.reason.name(),
+            source: ban.source.name(),
+            since_ms: ban.since_ms,
+            until_ms: ban.until_ms,
+            offence: ban.offence,
+            detail: ban.detail.clone(),
+        }
+    }
+}
+
+/// One kernel rule.
+#[derive(Debug, Serialize)]
+struct RuleView {
+    kind: &'static str,
+    net: String,
+    reason: Option<String>,
+    expires_in_secs: Option<u64>,
+}
+
+/// Seconds until a kernel deadline (rounded up; 0 once passed), or `None` for no deadline.
+fn expires_in_secs(expires_at_ns: u64, now_ns: u64) -> Option<u64> {
+    const NS_PER_SEC: u64 = 1_000_000_000;
+    (expires_at_ns != 0).then(|| expires_at_ns.saturating_sub(now_ns).div_ceil(NS_PER_SEC))
+}
+
+impl RuleView {
+    fn new(rule: &Rule, now_ns: u64) -> RuleView {
+        match rule.kind {
+            RuleKind::Allow(_) => RuleView {
+                kind: "allow",
+                net: rule.net.to_string(),
+                reason: None,
+                expires_in_secs: None,
+            },
+            RuleKind::Block(entry) => RuleView {
+                kind: "block",
+                net: rule.net.to_string(),
+                reason: Some(ban_reason_name(entry.reason)),
+                expires_in_secs: expires_in_secs(entry.expires_at_ns, now_ns),
+            },
+        }
+    }
+}
+
+/// `GET /v1/admin/firewall`.
+#[derive(Debug, Serialize)]
+struct FirewallView {
+    mode: &'static str,
+    enforcement: Option<&'static str>,
+    iface: Option<String>,
+    instance: Option<String>,
+    rules: Vec<RuleView>,
+    rules_truncated: bool,
+    bans: Vec<BanView>,
+    allowlist: Vec<String>,
+}
+
+fn enforcement_name(config: &firewall_common::Config) -> &'static str {
+    if config.is_monitor() {
+        "monitor"
+    } else {
+        "enforce"
+    }
+}
+
+/// Runs `f` on the kernel maps on the blocking pool; `None` when no XDP filter is attached.
+async fn with_maps<T, F>(api: &Api, f: F) -> Result<Option<T>, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Maps) -> Result<T, FirewallError> + Send + 'static,
+{
+    let filter = Arc::clone(&api.filter);
+    tokio::task::spawn_blocking(move || match filter.maps() {
+        Some(mut maps) => f(&mut maps).map(Some),
+        None => Ok(None),
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
+}
+
+async fn firewall(State(api): State<Api>) -> Result<Json<FirewallView>, ApiError> {
+    let (bans, allowlist) = api
+        .handle
+        .call(|rt| {
+            let peers = rt.network().peers();
+            let bans: Vec<BanView> = peers.bans(now_ms()).iter().map(BanView::from).collect();
+            let allowlist: Vec<String> = peers.allowlist().iter().map(IpNet::to_string).collect();
+            (bans, allowlist)
+        })
+        .await?;
+    let kernel = with_maps(&api, |maps| {
+        let now = now_ns();
+        let rules = maps.list()?;
+        let truncated = rules.len() > MAX_LISTED_RULES;
+        let views = rules
+            .iter()
+            .take(MAX_LISTED_RULES)
+            .map(|rule| RuleView::new(rule, now))
+            .collect::<Vec<_>>();
+        Ok((enforcement_name(&maps.config()?), views, truncated))
+    })
+    .await?;
+    let (enforcement, rules, rules_truncated) = match kernel {
+        Some((enforcement, rules, truncated)) => (Some(enforcement), rules, truncated),
+        None => (None, Vec::new(), false),
+    };
+    Ok(Json(FirewallView {
+        mode: api.filter.mode().name(),
+        enforcement,
+        iface: api.filter.iface().map(str::to_string),
+        instance: api.filter.instance().map(|i| i.name().to_string()),
+        rules,
+        rules_truncated,
+        bans,
+        allowlist,
+    }))
+}
+
+/// The kernel's rules for one address.
+#[derive(Debug, Serialize)]
+struct KernelWhyView {
+    allow: Option<String>,
+    block: Option<KernelBlockView>,
+}
+
+#[derive(Debug, Serialize)]
+struct KernelBlockView {
+    net: String,
+    reason: String,
+    expires_in_secs: Option<u64>,
+}
+
+impl KernelWhyView {
+    /// The allow rule, and the unexpired block that applies to the address when the allow rule
+    /// is left aside (so a block hidden by an allow is still shown).
+    fn new(why: &Why) -> KernelWhyView {
+        let block = Why {
+            allow: None,
+            ..why.clone()
+        }
+        .deciding_block()
+        .map(|(net, entry)| KernelBlockView {
+            net: net.to_string(),
+            reason: ban_reason_name(entry.reason),
+            expires_in_secs: expires_in_secs(entry.expires_at_ns, why.now_ns),
+        });
+        KernelWhyView {
+            allow: why.allow.map(|net| net.to_string()),
+            block,
+        }
+    }
+}
+
+/// What the peer manager knows of one address.
+#[derive(Debug, Serialize)]
+struct PeersWhyView {
+    score: f64,
+    allowlisted: bool,
+    offences: u32,
+    reports: Vec<ReportView>,
+    bans: Vec<BanView>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReportView {
+    source: &'static str,
+    reason: &'static str,
+    count: u32,
+}
+
+impl From<&Explanation> for PeersWhyView {
+    fn from(e: &Explanation) -> PeersWhyView {
+        PeersWhyView {
+            score: e.score,
+            allowlisted: e.allowlisted,
+            offences: e.offences,
+            reports: e
+                .reports
+                .iter()
+                .map(|(&(source, reason), &count)| ReportView {
+                    source,
+                    reason,
+                    count,
+                })
+                .collect(),
+            bans: e.bans.iter().map(BanView::from).collect(),
+        }
+    }
+}
+
+/// `GET /v1/admin/firewall/why/{addr}`.
+#[derive(Debug, Serialize)]
+struct WhyView {
+    address: String,
+    decision: &'static str,
+    kernel: Option<KernelWhyView>,
+    peers: Option<PeersWhyView>,
+}
+
+async fn why(
+    State(api): State<Api>,
+    UrlPath(addr): UrlPath<String>,
+) -> Result<Json<WhyView>, ApiError> {
+    let ip = bounded(&addr, "invalid_address", "address")?
+        .parse::<IpAddr>()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_address",
+                format!("{addr:?} is not an IPv4 or IPv6 address"),
+            )
+        })?
+        .to_canonical();
+    let peers = api
+        .handle
+        .call(move |rt| {
+            rt.network()
+                .peers()
+                .explain_addr(ip, now_ms())
+                .as_ref()
+                .map(PeersWhyView::from)
+        })
+        .await?;
+    let kernel = with_maps(&api, move |maps| maps.why(ip))
+        .await?
+        .map(|why| KernelWhyView::new(&why));
+    let allowed = kernel.as_ref().is_some_and(|k| k.allow.is_some())
+        || peers.as_ref().is_some_and(|p| p.allowlisted);
+    let blocked = kernel.as_ref().is_some_and(|k| k.block.is_some())
+        || peers.as_ref().is_some_and(|p| !p.bans.is_empty());
+    let decision = if allowed {
+        "allowed"
+    } else if blocked {
+        "blocked"
+    } else {
+        "none"
+    };
+    Ok(Json(WhyView {
+        address: ip.to_string(),
+        decision,
+        kernel,
+        peers,
+    }))
+}
+
+/// Refuses an input longer than [`MAX_INPUT_CHARS`] with `code`.
+fn bounded<'a>(input: &'a str, code: &'static str, what: &str) -> Result<&'a str, ApiError> {
+    if input.len() > MAX_INPUT_CHARS {
+        return Err(ApiError::bad_request(
+            code,
+            format!("the {what} is longer than {MAX_INPUT_CHARS} characters"),
+        ));
+    }
+    Ok(input)
+}
+
+fn net_of(input: &str) -> Result<IpNet, ApiError> {
+    parse_net(bounded(input, "invalid_net", "net")?)
+        .map_err(|e| ApiError::bad_request("invalid_net", e.to_string()))
+}
+
+fn peer_of(input: &str) -> Result<PeerId, ApiError> {
+    bounded(input, "invalid_peer_id", "peer id")?
+        .parse()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_peer_id",
+                format!("{input:?} is not a libp2p peer id (base58, like 12D3KooW...)"),
+            )
+        })
+}
+
+/// A TTL in seconds as milliseconds, `None` for the configured ban duration.
+fn ttl_ms_of(ttl_secs: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match ttl_secs {
+        None => Ok(None),
+        Some(secs @ 1..=MAX_TTL_SECS) => Ok(Some(secs * 1000)),
+        Some(secs) => Err(ApiError::bad_request(
+            "invalid_ttl",
+            format!("ttl_secs {secs} must be between 1 and {MAX_TTL_SECS}"),
+        )),
+    }
+}
+
+/// Bans `target` as the operator; 409 `allowlisted` when the peer manager spares it.
+async fn operator_ban(
+    api: &Api,
+    target: BanTarget,
+    ttl_ms: Option<u64>,
+) -> Result<BanView, ApiError> {
+    let ban = api
+        .handle
+        .call(move |rt| {
+            rt.network()
+                .ban(target, BanReason::Manual, ttl_ms, OPERATOR_DETAIL)
+                .map(|ban| ban.as_ref().map(BanView::from))
+                .map_err(ApiError::internal)
+        })
+        .await??;
+    ban.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "allowlisted",
+            format!("{target} is allowlisted and cannot be banned"),
+        )
+    })
+}
+
+/// `{"ban": Ban}`.
+#[derive(Debug, Serialize)]
+struct BanAnswer {
+    ban: BanView,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockBody {
+    net: String,
+    ttl_secs: Option<u64>,
+}
+
+async fn block(
+    State(api): State<Api>,
+    JsonBody(body): JsonBody<BlockBody>,
+) -> Result<Json<BanAnswer>, ApiError> {
+    let net = net_of(&body.net)?;
+    let ttl_ms = ttl_ms_of(body.ttl_secs)?;
+    let ban = operator_ban(&api, BanTarget::Address(net), ttl_ms).await?;
+    Ok(Json(BanAnswer { ban }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetBody {
+    net: String,
+}
+
+#[derive(Debug, Serialize)]
+struct UnblockAnswer {
+    net: String,
+    removed: bool,
+}
+
+async fn unblock(
+    State(api): State<Api>,
+    JsonBody(body): JsonBody<NetBody>,
+) -> Result<Json<UnblockAnswer>, ApiError> {
+    let net = net_of(&body.net)?;
+    let unbanned = api
+        .handle
+        .call(move |rt| {
+            rt.network()
+                .unban(&BanTarget::Address(net))
+                .map_err(ApiError::internal)
+        })
+        .await??;
+    let unblocked = with_maps(&api, move |maps| maps.unblock(net)).await?;
+    Ok(Json(UnblockAnswer {
+        net: net.to_string(),
+        removed: unbanned || unblocked == Some(true),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct AllowAnswer {
+    net: String,
+    added: bool,
+}
+
+async fn allow(
+    State(api): State<Api>,
+    JsonBody(body): JsonBody<NetBody>,
+) -> Result<Json<AllowAnswer>, ApiError> {
+    let net = net_of(&body.net)?;
+    let added = api
+        .handle
+        .call(move |rt| {
+            let network = rt.network();
+            let allowlist = network.peers().allowlist();
+            if allowlist.contains(&net) {
+                return Ok(false);
+            }
+            if allowlist.len() >= MAX_ALLOWLIST {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "allowlist_full",
+                    format!("the allowlist holds its maximum of {MAX_ALLOWLIST} nets"),
+                ));
+            }
+            Ok(network.allow(net))
+        })
+        .await??;
+    Ok(Json(AllowAnswer {
+        net: net.to_string(),
+        added,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeBody {
+    mode: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ModeAnswer {
+    enforcement: &'static str,
+}
+
+async fn mode(
+    State(api): State<Api>,
+    JsonBody(body): JsonBody<ModeBody>,
+) -> Result<Json<ModeAnswer>, ApiError> {
+    let wanted = match body.mode.as_str() {
+        "enforce" => Mode::Enforce,
+        "monitor" => Mode::Monitor,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_mode",
+                "mode must be \"enforce\" or \"monitor\"",
+            ));
+        }
+    };
+    let config = with_maps(&api, move |maps| {
+        maps.set_mode(wanted)?;
+        maps.config()
+    })
+    .await?
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_kernel_filter",
+            format!(
+                "the node runs without the XDP filter (mode {}): there is no kernel mode to switch",
+                api.filter.mode().name()
+            ),
+        )
+    })?;
+    Ok(Json(ModeAnswer {
+        enforcement: enforcement_name(&config),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct BansAnswer {
+    bans: Vec<BanView>,
+}
+
+async fn bans(State(api): State<Api>) -> Result<Json<BansAnswer>, ApiError> {
+    let bans = api
+        .handle
+        .call(|rt| {
+            rt.network()
+                .peers()
+                .bans(now_ms())
+                .iter()
+                .map(BanView::from)
+                .collect()
+        })
+        .await?;
+    Ok(Json(BansAnswer { bans }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerBanBody {
+    peer: String,
+    ttl_secs: Option<u64>,
+}
+
+async fn ban_peer(
+    State(api): State<Api>,
+    JsonBody(body): JsonBody<PeerBanBody>,
+) -> Result<Json<BanAnswer>, ApiError> {
+    let peer = peer_of(&body.peer)?;
+    let ttl_ms = ttl_ms_of(body.ttl_secs)?;
+    let ban = operator_ban(&api, BanTarget::Peer(peer), ttl_ms).await?;
+    Ok(Json(BanAnswer { ban }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerBody {
+    peer: String,
+}
+
+#[derive(Debug, Serialize)]
+struct UnbanAnswer {
+    peer: String,
+    removed: bool,
+}
+
+async fn unban_peer(
+    State(api): State<Api>,
+    JsonBody(body): JsonBody<PeerBody>,
+) -> Result<Json<UnbanAnswer>, ApiError> {
+    let peer = peer_of(&body.peer)?;
+    let removed = api
+        .handle
+        .call(move |rt| {
+            rt.network()
+                .unban(&BanTarget::Peer(peer))
+                .map_err(ApiError::internal)
+        })
+        .await??;
+    Ok(Json(UnbanAnswer {
+        peer: peer.to_string(),
+        removed,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn write_mode(path: &Path, text: &str, mode: u32) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn generated_tokens_are_64_distinct_hex_digits() {
+        let (a, b) = (Token::generate(), Token::generate());
+        for t in [&a, &b] {
+            assert_eq!(t.expose().len(), 2 * TOKEN_BYTES);
+            assert!(
+                t.expose()
+                    .bytes()
+                    .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            );
+        }
+        assert_ne!(a.expose(), b.expose());
+    }
+
+    #[test]
+    fn a_written_token_is_private_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        let written = Token::write_new(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let loaded = Token::load(&path).unwrap();
+        assert_eq!(loaded.expose(), written.expose());
+        assert!(loaded.matches(written.expose().as_bytes()));
+    }
+
+    #[test]
+    fn write_new_never_overwrites_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        write_mode(&path, "kept", 0o600);
+        assert!(matches!(
+            Token::write_new(&path),
+            Err(TokenError::Exists { .. })
+        ));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "kept");
+    }
+
+    #[test]
+    fn a_token_file_others_can_access_is_refused_with_chmod_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        for mode in [0o640, 0o604, 0o620, 0o602, 0o644] {
+            write_mode(&path, &"a".repeat(64), mode);
+            let err = Token::load(&path).unwrap_err();
+            assert!(
+                matches!(err, TokenError::Permissions { mode: m, .. } if m == mode),
+                "{mode:o}: {err}"
+            );
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+        write_mode(&path, &"a".repeat(64), 0o400);
+        assert!(Token::load(&path).is_ok());
+    }
+
+    #[test]
+    fn tokens_shorter_than_32_characters_or_unprintable_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        write_mode(&path, &format!("  {}\n", "b".repeat(31)), 0o600);
+        assert!(matches!(
+            Token::load(&path),
+            Err(TokenError::TooShort { len: 31, .. })
+        ));
+        write_mode(&path, &format!("{}\n", "b".repeat(32)), 0o600);
+        assert_eq!(Token::load(&path).unwrap().expose(), "b".repeat(32));
+        write_mode(
+            &path,
+            &format!("{} {}", "b".repeat(20), "c".repeat(20)),
+            0o600,
+        );
+        assert!(matches!(
+            Token::load(&path),
+            Err(TokenError::InvalidCharacters { .. })
+        ));
+        write_mode(&path, &"d".repeat(MAX_TOKEN_FILE_BYTES as usize + 1), 0o600);
+        assert!(matches!(
+            Token::load(&path),
+            Err(TokenError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn a_missing_file_or_a_directory_is_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Token::load(&dir.path().join("absent")),
+            Err(TokenError::Read { .. })
+        ));
+        assert!(matches!(
+            Token::load(dir.path()),
+            Err(TokenError::NotAFile { .. })
+        ));
+    }
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        let token = Token("s".repeat(40));
+        assert!(token.matches("s".repeat(40).as_bytes()));
+        for wrong in [
+            "s".repeat(39),
+            "s".repeat(41),
+            format!("{}t", "s".repeat(39)),
+            String::new(),
+        ] {
+            assert!(!token.matches(wrong.as_bytes()), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let token = Token::generate();
+        assert!(!format!("{token:?}").contains(token.expose()));
+    }
+
+    fn headers(authorization: Option<&str>) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        if let Some(value) = authorization {
+            map.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn only_bearer_credentials_with_the_token_are_authorized() {
+        let secret = "x".repeat(64);
+        let token = Token(secret.clone());
+        assert_eq!(
+            check(&token, &headers(Some(&format!("Bearer {secret}")))),
+            Ok(())
+        );
+        assert_eq!(
+            check(&token, &headers(Some(&format!("bearer  {secret} ")))),
+            Ok(())
+        );
+        assert_eq!(check(&token, &headers(None)), Err(Refusal::Missing));
+        assert_eq!(
+            check(&token, &headers(Some("Bearer"))),
+            Err(Refusal::Missing)
+        );
+        assert_eq!(
+            check(&token, &headers(Some(&format!("Basic {secret}")))),
+            Err(Refusal::Missing)
+        );
+        assert_eq!(
+            check(&token, &headers(Some(&format!("Bearer {secret}y")))),
+            Err(Refusal::Invalid)
+        );
+        assert_eq!(
+            check(&token, &headers(Some("Bearer "))),
+            Err(Refusal::Missing)
+        );
+    }
+
+    #[test]
+    fn refusals_are_401_with_a_bearer_challenge() {
+        for refusal in [Refusal::Missing, Refusal::Invalid] {
+            let response = refusal.into_response();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            let challenge = response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap();
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+        }
+    }
+
+    #[test]
+    fn ttls_are_bounded_and_kernel_expiry_rounds_up() {
+        assert_eq!(ttl_ms_of(None).unwrap(), None);
+        assert_eq!(ttl_ms_of(Some(600)).unwrap(), Some(600_000));
+        for bad in [0, MAX_TTL_SECS + 1, u64::MAX] {
+            assert_eq!(ttl_ms_of(Some(bad)).unwrap_err().code, "invalid_ttl");
+        }
+        assert_eq!(expires_in_secs(0, 5), None);
+        assert_eq!(expires_in_secs(1_500_000_000, 0), Some(2));
+        assert_eq!(expires_in_secs(5, 10), Some(0));
+    }
+
+    #[test]
+    fn nets_and_peer_ids_are_validated_with_specific_codes() {
+        assert_eq!(
+            net_of("198.51.100.0/24").unwrap().to_string(),
+            "198.51.100.0/24"
+        );
+        assert_eq!(net_of("198.51.100.7/24").unwrap_err().code, "invalid_net");
+        assert_eq!(net_of("nope").unwrap_err().code, "invalid_net");
+        assert_eq!(net_of(&"1".repeat(500)).unwrap_err().code, "invalid_net");
+        assert_eq!(
+            peer_of("12D3-not-a-peer").unwrap_err().code,
+            "invalid_peer_id"
+        );
+        let peer = PeerId::random();
+        assert_eq!(peer_of(&peer.to_string()).unwrap(), peer);
+    }
+}

@@ -1,0 +1,116 @@
+//! The node's HTTP API (axum): the public read-only API with `/metrics` and the event stream,
+//! and the admin API behind a bearer token.
+//!
+//! # Design
+//! Handlers never touch the ledger or the network directly: they send a job to the runtime
+//! through its [`Handle`] and await the answer, so every answer is consistent with one moment
+//! of the node and nothing is locked. Every error is JSON `{"error": {"code", "message"}}` with a
+//! stable `code` (listed in `docs/api/openapi.json`). Request bodies are bounded; each client
+//! address of the public API has a token bucket.
+
+pub mod admin;
+pub mod error;
+pub mod limit;
+pub mod public;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use storage::{RocksStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+use crate::config::ApiConfig;
+use crate::events::Event;
+use crate::filter::Filter;
+use crate::runtime::{Handle, Progress};
+
+pub use error::ApiError;
+
+/// The store a node runs on.
+pub type NodeStore = Arc<dyn Store>;
+
+/// Facts about the node that do not change while it runs.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// The chain id.
+    pub chain_id: String,
+    /// The node's public key (hex).
+    pub key: String,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// The binary's version.
+    pub version: &'static str,
+    /// When the node started, ms since the UNIX epoch.
+    pub started_ms: u64,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct Api {
+    /// Jobs into the runtime.
+    pub handle: Handle<NodeStore>,
+    /// The runtime's progress.
+    pub progress: watch::Receiver<Progress>,
+    /// The event stream.
+    pub events: broadcast::Sender<Event>,
+    /// The packet filter, whatever its mode.
+    pub filter: Arc<Filter>,
+    /// The database, for its sizes (none in tests on an in-memory store).
+    pub db: Option<Arc<RocksStore>>,
+    /// Static facts.
+    pub info: Arc<NodeInfo>,
+    /// Limits of the public API.
+    pub config: ApiConfig,
+    /// Per-client request budgets of the public API.
+    pub limiter: Arc<limit::RateLimiter>,
+    /// Open event streams, bounded by `config.max_streams`.
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Api {
+    /// The public API's routes, with body limit and per-client rate limit.
+    pub fn public_router(&self) -> Router {
+        public::routes()
+            .merge(ws::routes())
+            .fallback(error::not_found)
+            .method_not_allowed_fallback(error::method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                limit::rate_limit,
+            ))
+            .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
+            .with_state(self.clone())
+    }
+
+    /// The admin API's routes, behind `token`.
+    pub fn admin_router(&self, token: admin::Token) -> Router {
+        admin::routes()
+            .fallback(error::not_found)
+            .method_not_allowed_fallback(error::method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(token),
+                admin::authorize,
+            ))
+            .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
+            .with_state(self.clone())
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; client addresses are passed to the
+/// handlers (the rate limiter keys on them).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
