@@ -5,6 +5,7 @@ mod common;
 
 use std::process::{Command, Output};
 
+use common::netns::{NODE_IFACE, XdpNamespace};
 use common::privileged;
 
 fn node(instance: &str, args: &[&str]) -> Output {
@@ -50,53 +51,13 @@ fn err(out: &Output) -> String {
     stderr
 }
 
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("ip");
-    assert!(status.success(), "ip {args:?}");
-}
-
-/// A namespace with a veth pair inside, removed on drop together with the instance's pins.
-struct Netns {
-    name: String,
-    instance: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let id = std::process::id();
-        let n = Netns {
-            name: format!("fwcli-{id}"),
-            instance: format!("xdptest-cli-{id}"),
-        };
-        // Names carry this process's pid, so anything by these names was left by a killed run.
-        let _ = node(&n.instance, &["detach"]);
-        let _ = Command::new("ip").args(["netns", "del", &n.name]).output();
-        ip(&["netns", "add", &n.name]);
-        ip(&[
-            "-n", &n.name, "link", "add", "c0", "type", "veth", "peer", "name", "c1",
-        ]);
-        ip(&["-n", &n.name, "link", "set", "c0", "up"]);
-        ip(&["-n", &n.name, "link", "set", "c1", "up"]);
-        n
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = node(&self.instance, &["detach"]);
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 #[test]
 fn operator_commands_work_across_processes_and_refuse_bad_input() {
     if !privileged("operator_commands") {
         return;
     }
-    let ns = Netns::new();
-    let i = ns.instance.as_str();
+    let ns = XdpNamespace::new("xcli-");
+    let i = ns.instance.name();
     let dir = format!("/sys/fs/bpf/{i}");
 
     // Nothing attached yet: commands say what to do.
@@ -104,7 +65,7 @@ fn operator_commands_work_across_processes_and_refuse_bad_input() {
     // An unknown interface leaves nothing behind.
     let e = err(&node(
         i,
-        &["attach", "--netns", &ns.name, "--iface", "nope0"],
+        &["attach", "--netns", &ns.node_ns, "--iface", "nope0"],
     ));
     assert!(e.contains("unknown interface \"nope0\""), "{e}");
     assert!(
@@ -113,16 +74,16 @@ fn operator_commands_work_across_processes_and_refuse_bad_input() {
     );
     let e = err(&node(
         i,
-        &["attach", "--netns", "no-such-ns", "--iface", "c0"],
+        &["attach", "--netns", "no-such-ns", "--iface", NODE_IFACE],
     ));
     assert!(e.contains("cannot enter network namespace"), "{e}");
 
     let attach = [
         "attach",
         "--netns",
-        &ns.name,
+        &ns.node_ns,
         "--iface",
-        "c0",
+        NODE_IFACE,
         "--tcp-port",
         "9000",
     ];
@@ -136,9 +97,9 @@ fn operator_commands_work_across_processes_and_refuse_bad_input() {
         &[
             "attach",
             "--netns",
-            &ns.name,
+            &ns.node_ns,
             "--iface",
-            "c0",
+            NODE_IFACE,
             "--rate-pps",
             "5",
             "--rate-burst",
@@ -203,7 +164,7 @@ fn operator_commands_work_across_processes_and_refuse_bad_input() {
         "pins left after detach"
     );
     let out = Command::new("ip")
-        .args(["-n", &ns.name, "-d", "link", "show", "c0"])
+        .args(["-n", &ns.node_ns, "-d", "link", "show", NODE_IFACE])
         .output()
         .expect("ip");
     assert!(

@@ -9,10 +9,8 @@
 //! - Everything lives in namespaces named `xnt-<pid>-*` (a hub with a bridge, one per node and
 //!   one for the attacker) and filter instances of the same names; nothing is created in the
 //!   root namespace. A run that was killed is recognized by its dead pid and cleaned up by the
-//!   next one.
-//! - Child processes join their namespace with `setns(CLONE_NEWNET)` before exec rather than
-//!   through `ip netns exec`, which remounts `/sys` and so hides bpffs: the node could not pin
-//!   its filter where this test (and `node firewall`) find it.
+//!   next one ([`common::netns::remove_leftovers`]).
+//! - Child processes join their namespace before exec ([`common::netns::exec_in_netns`]).
 //! - The libp2p attacker is this test binary re-executed inside the attacker namespace, running
 //!   only [`ATTACKER_TEST`], which does nothing unless [`ROLE_ENV`] selects it.
 //! - The test reads each node's pinned maps directly (bpffs is shared by every namespace) and
@@ -23,10 +21,8 @@ mod common;
 use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +35,7 @@ use p2p::{Multiaddr, Network, NetworkConfig, NetworkEvent, Validation};
 use storage::MemStore;
 use types::Encode;
 
+use common::netns::{delete_netns, exec_in_netns, ip, remove_leftovers};
 use common::privileged;
 
 /// Seed of the test chain (validator keys, genesis) and of the attacker's key.
@@ -117,82 +114,6 @@ fn forged_transaction(test: &TestChain, nonce: u64) -> Vec<u8> {
     bytes
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Makes `cmd` run in namespace `ns` (network only: the mount namespace, and so bpffs, stay the
-/// host's), and die with this test if the test is killed.
-fn in_netns(cmd: &mut Command, ns: &str) {
-    let file = File::open(format!("/run/netns/{ns}")).expect("the namespace exists");
-    // SAFETY: the closure runs in the forked child before exec and makes only two
-    // async-signal-safe system calls, on a descriptor opened before the fork (and closed at exec).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0
-                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// The pid in a name `xnt-<pid>-...`, if that process is gone.
-fn owner_is_dead(name: &str) -> bool {
-    name.strip_prefix(PREFIX)
-        .and_then(|rest| rest.split('-').next())
-        .and_then(|pid| pid.parse::<u32>().ok())
-        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-}
-
-/// Removes what killed runs of this test left behind: their nodes (processes inside their
-/// namespaces), their filters and their namespaces.
-fn remove_leftovers_of_dead_runs() {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or_default();
-        if !owner_is_dead(name) {
-            continue;
-        }
-        if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
-            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<libc::pid_t>() {
-                    // SAFETY: kill has no memory preconditions; the pid runs in a namespace only
-                    // this test creates, owned by a run that is gone.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
-        eprintln!("removing namespace {name} left by a killed run");
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
-    }
-    if let Ok(entries) = std::fs::read_dir(program::BPFFS) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if owner_is_dead(&name)
-                && let Ok(instance) = Instance::new(&name)
-            {
-                eprintln!("removing filter instance {name} left by a killed run");
-                let _ = program::remove_pins(&instance);
-            }
-        }
-    }
-}
-
 /// Polls `f` every 20 ms until it gives a value; panics with `what` after `within`.
 fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
@@ -243,7 +164,7 @@ impl Lab {
     /// Creates the hub with its bridge, and one namespace per validator and for the attacker,
     /// each joined to the bridge by a veth pair (`eth0` inside).
     fn new() -> Lab {
-        remove_leftovers_of_dead_runs();
+        remove_leftovers(PREFIX);
         let pid = std::process::id();
         let ns = |tag: &str| format!("{PREFIX}{pid}-{tag}");
         let lab = Lab {
@@ -349,7 +270,7 @@ impl Lab {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
-        in_netns(&mut cmd, ns);
+        exec_in_netns(&mut cmd, ns);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
@@ -461,7 +382,7 @@ impl Drop for Lab {
             }
         }
         for ns in self.validators.iter().chain([&self.attacker, &self.hub]) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            delete_netns(ns);
         }
     }
 }
