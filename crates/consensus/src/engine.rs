@@ -191,6 +191,9 @@ struct Assembly {
 const MAX_ASSEMBLIES_PER_PROPOSER: usize = 2;
 /// Bytes of parts buffered for heights above the current one.
 const MAX_FUTURE_PART_BYTES: usize = 32 * 1024 * 1024;
+/// Wait before retrying the start of a height that failed (a WAL reset that could not be
+/// written), milliseconds.
+const START_RETRY_MS: u64 = 100;
 /// How far ahead parts are buffered.
 const FUTURE_HEIGHTS: u64 = 2;
 /// Rounds ahead of ours whose proposals and parts are taken (the core's own lookahead).
@@ -419,7 +422,9 @@ impl<S: Store> Engine<S> {
         {
             self.host.next_start = None;
             if let Err(e) = self.start_height(height) {
-                log::error!("cannot start height {height}: {e}");
+                log::error!("cannot start height {height}, retrying: {e}");
+                let retry = now_ms.saturating_add(START_RETRY_MS);
+                self.host.next_start = Some((height, retry));
             }
             self.drain_queue();
         }
@@ -449,6 +454,11 @@ impl<S: Store> Engine<S> {
         // The core's height: during the pause after a commit, the next height's parts wait
         // with the other future parts and are replayed when it starts.
         let height = self.state.height().0;
+        // Proposals and parts of the height just decided would be fed to the next one.
+        if self.host.next_start.is_some() && message.height() <= height {
+            bump(&mut self.host.counters.rejected, "decided_height");
+            return;
+        }
         match message {
             ConsensusMessage::Part(part) => self.host.on_part(part, height),
             ConsensusMessage::Proposal(p)
@@ -502,8 +512,11 @@ impl<S: Store> Engine<S> {
     ) -> Result<(), EngineError> {
         self.host.now_ms = now_ms;
         // A synced block proves the chain moved on: no pause before its height.
-        if let Some((next, _)) = self.host.next_start.take() {
-            self.start_height(next)?;
+        if let Some((next, at)) = self.host.next_start.take() {
+            if let Err(e) = self.start_height(next) {
+                self.host.next_start = Some((next, at));
+                return Err(e);
+            }
             self.drain_queue();
         }
         // Votes waiting behind the start may just have decided this very block.

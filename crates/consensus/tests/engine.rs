@@ -473,3 +473,50 @@ fn forged_parts_and_messages_from_non_validators_are_counted_and_dropped() {
     assert_eq!(rejected.get("part_round_too_far_ahead"), Some(&1));
     assert_eq!(rejected.get("part_from_non_validator"), Some(&1));
 }
+
+#[test]
+fn a_lone_validator_decides_one_height_per_commit_pause_and_drops_stale_messages_meanwhile() {
+    const PAUSE_MS: u64 = 100;
+    let test = TestChain::with_stakes(&[10], 1, 9);
+    let mut now = test.genesis.time_ms + 1000;
+    let store = Arc::new(MemStore::new());
+    let mut engine_config = config();
+    engine_config.timeouts.commit_ms = PAUSE_MS;
+    // Opening decides height 1 at once (it needs no one else) and returns.
+    let mut engine = Engine::open(
+        store,
+        &test.genesis,
+        test.validators[0].clone(),
+        engine_config,
+        now,
+    )
+    .expect("engine opens");
+    assert_eq!(engine.ledger().height(), 1);
+    assert_eq!(
+        engine.height(),
+        2,
+        "the next height is named during the pause"
+    );
+    let proposal = engine
+        .drain_outputs()
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Broadcast(m @ ConsensusMessage::Proposal(_)) => Some(m),
+            _ => None,
+        })
+        .expect("it proposed height 1");
+    // During the pause the decided height's proposal is dropped, not fed to the next height.
+    engine.on_message(proposal, now);
+    assert_eq!(engine.counters().rejected.get("decided_height"), Some(&1));
+    assert_eq!(engine.next_deadline(), Some(now + PAUSE_MS));
+    // Before the pause ends nothing starts; at its end exactly one more height is decided.
+    engine.tick(now + PAUSE_MS - 1);
+    assert_eq!(engine.ledger().height(), 1);
+    for expected in 2..=5 {
+        now = engine.next_deadline().expect("the next start is scheduled");
+        engine.tick(now);
+        assert_eq!(engine.ledger().height(), expected);
+        assert_eq!(engine.next_deadline(), Some(now + PAUSE_MS));
+    }
+    assert_eq!(engine.counters().invalid_blocks, 0);
+}
