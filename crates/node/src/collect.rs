@@ -168,6 +168,8 @@ struct Snapshot {
     version: &'static str,
     uptime_seconds: f64,
     rate_limited: u64,
+    connections_open: u64,
+    connections_refused: u64,
 }
 
 /// A reading of `/proc`, or `None` with the failure logged.
@@ -185,6 +187,8 @@ pub async fn render(api: &Api) -> Result<String, ApiError> {
     let version = api.info.version;
     let uptime_ms = p2p::clock::now_ms().saturating_sub(api.info.started_ms);
     let rate_limited = api.limiter.refused();
+    let (connections_open, connections_refused) =
+        (api.connections.open(), api.connections.refused());
     let snapshot = tokio::task::spawn_blocking(move || Snapshot {
         runtime,
         filter_mode: filter.mode(),
@@ -196,6 +200,8 @@ pub async fn render(api: &Api) -> Result<String, ApiError> {
         version,
         uptime_seconds: uptime_ms as f64 / 1000.0,
         rate_limited,
+        connections_open,
+        connections_refused,
     })
     .await
     .map_err(ApiError::internal)?;
@@ -648,6 +654,18 @@ fn write_storage_process_node(out: &mut Exposition, s: &Snapshot) {
         "Public API requests refused with 429 (a client over its budget, or too many clients).",
         s.rate_limited as f64,
     );
+    out.single(
+        "api_connections_open",
+        Kind::Gauge,
+        "Open connections to the public and admin APIs, event streams included.",
+        s.connections_open as f64,
+    );
+    out.single(
+        "api_connections_refused_total",
+        Kind::Counter,
+        "API connections closed at once: over the total or the per-address connection bound.",
+        s.connections_refused as f64,
+    );
 }
 
 #[cfg(test)]
@@ -711,6 +729,8 @@ mod tests {
             version: "0.1.0",
             uptime_seconds: 0.0,
             rate_limited: 0,
+            connections_open: 0,
+            connections_refused: 0,
         }
     }
 
@@ -764,6 +784,8 @@ mod tests {
             version: "0.1.0",
             uptime_seconds: 3.5,
             rate_limited: 2,
+            connections_open: 3,
+            connections_refused: 1,
         }
     }
 
@@ -786,7 +808,8 @@ mod tests {
 
     #[test]
     fn counters_end_in_total_and_names_carry_their_area() {
-        const AREAS: [&str; 9] = [
+        const AREAS: [&str; 10] = [
+            "api_",
             "firewall_",
             "p2p_",
             "consensus_",
@@ -800,7 +823,7 @@ mod tests {
         for (name, (kind, _)) in rendered(&write(&full())) {
             assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
             assert!(
-                AREAS.iter().any(|a| name.starts_with(a)) || name == "api_rate_limited_total",
+                AREAS.iter().any(|a| name.starts_with(a)),
                 "{name} has no known area"
             );
         }

@@ -11,6 +11,20 @@ use serde::{Deserialize, Serialize};
 
 /// Largest configuration file read, bytes.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Longest propose timeout accepted, milliseconds (every timeout is capped at a minute).
+pub const MAX_PROPOSE_TIMEOUT_MS: u64 = 60_000;
+/// Highest request rate and burst per client accepted.
+pub const MAX_API_RATE: u32 = 100_000;
+/// Largest request body limit accepted, bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Most event streams accepted.
+pub const MAX_STREAMS: usize = 4096;
+/// Highest bound on open API connections accepted (each holds a file descriptor).
+pub const MAX_API_CONNECTIONS: usize = 65_536;
+/// Shortest header read timeout accepted, milliseconds.
+pub const MIN_HEADER_TIMEOUT_MS: u64 = 100;
+/// Longest header read timeout accepted, milliseconds.
+pub const MAX_HEADER_TIMEOUT_MS: u64 = 600_000;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +222,16 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Open WebSocket event streams, at most.
     pub max_streams: usize,
+    /// Open connections, at most (each of the public and the admin server); more are closed at
+    /// once.
+    pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 client: its /64), at most; more are
+    /// closed at once.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a request's headers, milliseconds, from the moment the
+    /// connection opens or its previous answer was sent; then the connection is closed. It also
+    /// bounds how long an idle keep-alive connection stays open.
+    pub header_timeout_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -219,6 +243,9 @@ impl Default for ApiConfig {
             burst: 100,
             max_body_bytes: 256 * 1024,
             max_streams: 64,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            header_timeout_ms: 10_000,
         }
     }
 }
@@ -271,9 +298,12 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// The configuration as TOML.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("the configuration is representable in TOML")
+    /// The configuration as TOML; fails on a path that is not UTF-8.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Field {
+            field: "data_dir",
+            message: format!("cannot be written as TOML: {e}"),
+        })
     }
 
     /// Checks the values that have a range.
@@ -288,8 +318,11 @@ impl Config {
         if self.p2p.ban_secs == 0 {
             return Err(field("p2p.ban_secs", "must be at least 1"));
         }
-        if self.consensus.propose_timeout_ms < 10 {
-            return Err(field("consensus.propose_timeout_ms", "must be at least 10"));
+        if !(10..=MAX_PROPOSE_TIMEOUT_MS).contains(&self.consensus.propose_timeout_ms) {
+            return Err(field(
+                "consensus.propose_timeout_ms",
+                "must be 10 to 60000 (milliseconds)",
+            ));
         }
         if self.api.rate_per_sec == 0 || self.api.burst == 0 {
             return Err(field(
@@ -297,8 +330,35 @@ impl Config {
                 "rate and burst must be at least 1",
             ));
         }
-        if self.api.max_body_bytes < 1024 {
-            return Err(field("api.max_body_bytes", "must be at least 1024"));
+        if self.api.rate_per_sec > MAX_API_RATE || self.api.burst > MAX_API_RATE {
+            return Err(field(
+                "api.rate_per_sec",
+                "rate and burst must be at most 100000",
+            ));
+        }
+        if !(1024..=MAX_BODY_BYTES).contains(&self.api.max_body_bytes) {
+            return Err(field(
+                "api.max_body_bytes",
+                "must be 1024 to 16777216 (bytes)",
+            ));
+        }
+        if !(1..=MAX_STREAMS).contains(&self.api.max_streams) {
+            return Err(field("api.max_streams", "must be 1 to 4096"));
+        }
+        if !(1..=MAX_API_CONNECTIONS).contains(&self.api.max_connections) {
+            return Err(field("api.max_connections", "must be 1 to 65536"));
+        }
+        if !(1..=self.api.max_connections).contains(&self.api.max_connections_per_ip) {
+            return Err(field(
+                "api.max_connections_per_ip",
+                "must be 1 to api.max_connections",
+            ));
+        }
+        if !(MIN_HEADER_TIMEOUT_MS..=MAX_HEADER_TIMEOUT_MS).contains(&self.api.header_timeout_ms) {
+            return Err(field(
+                "api.header_timeout_ms",
+                "must be 100 to 600000 (milliseconds)",
+            ));
         }
         if self.firewall.instance.is_empty() {
             return Err(field("firewall.instance", "must not be empty"));
@@ -358,7 +418,7 @@ mod tests {
     #[test]
     fn defaults_round_trip_through_toml() {
         let config = Config::default();
-        assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
+        assert_eq!(Config::parse(&config.to_toml().unwrap()).unwrap(), config);
     }
 
     #[test]

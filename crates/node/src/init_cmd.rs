@@ -121,7 +121,7 @@ fn single(args: &InitArgs) -> Result<()> {
             data_dir: dir.clone(),
             ..Config::default()
         };
-        write_new(&config_path, &config.to_toml(), 0o644)?;
+        write_new(&config_path, &config.to_toml()?, 0o644)?;
     }
     println!(
         "{} {}\nidentity  {}\npeer id   {}\nconfig    {}",
@@ -220,7 +220,7 @@ fn local_network(args: &InitArgs, count: usize) -> Result<()> {
         config.p2p.kademlia = false;
         config.api.listen = SocketAddr::from(([127, 0, 0, 1], api_port));
         config.admin.listen = SocketAddr::from(([127, 0, 0, 1], api_port + 1));
-        write_new(&dir.join("node.toml"), &config.to_toml(), 0o644)?;
+        write_new(&dir.join("node.toml"), &config.to_toml()?, 0o644)?;
         println!(
             "node-{i}: {} peer {} p2p {}:{port} api 127.0.0.1:{api_port} admin 127.0.0.1:{}",
             key.public_key(),

@@ -10,3 +10,4 @@ pub mod kernel;
 pub mod metrics;
 pub mod process;
 pub mod runtime;
+pub mod secret;

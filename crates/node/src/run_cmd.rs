@@ -9,17 +9,16 @@
 //!
 //! # Stop
 //! On SIGINT or SIGTERM the API stops taking requests, the loop finishes the event in hand (a
-//! block being committed is committed), the swarm is closed, RocksDB is flushed, and the filter is
-//! left attached or detached as `firewall.on_exit` says.
+//! block being committed is committed), RocksDB is flushed, the swarm is closed, and the filter
+//! is left attached or detached as `firewall.on_exit` says.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use consensus::{Engine, EngineConfig, Timeouts};
 use firewall::{AttachMode, Instance, Policy, program};
@@ -35,6 +34,7 @@ use node::events::Event;
 use node::filter::{Filter, FilterMode};
 use node::kernel::XdpBlocklist;
 use node::runtime::Runtime;
+use node::secret;
 
 /// Options of `node run`; each overrides the config file's field of the same name.
 #[derive(Args, Debug, Default)]
@@ -188,21 +188,11 @@ impl RunArgs {
     }
 }
 
-/// Reads a key file: 64 hex digits, refused if group or others can read it.
+/// Reads a key file: 64 hex digits of Ed25519 seed, refused if group or others can read it.
 pub fn read_key(path: &Path) -> Result<SecretKey> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("reading the key file {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "the key file {} is readable by others; run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        );
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the key file {}", path.display()))?;
+    let text = secret::read(path).context("reading the identity key")?;
     let mut seed = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut seed).with_context(|| {
+    hex::decode_to_slice(&text, &mut seed).with_context(|| {
         format!(
             "the key file {} must hold 64 hex digits of Ed25519 seed",
             path.display()
@@ -215,14 +205,8 @@ pub fn read_key(path: &Path) -> Result<SecretKey> {
 pub fn create_key(path: &Path) -> Result<SecretKey> {
     let mut seed = [0u8; 32];
     rand::fill(&mut seed);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating the key file {}", path.display()))?;
-    std::io::Write::write_all(&mut file, format!("{}\n", hex::encode(seed)).as_bytes())
-        .with_context(|| format!("writing the key file {}", path.display()))?;
+    secret::write_new(path, format!("{}\n", hex::encode(seed)).as_bytes())
+        .context("creating the identity key")?;
     Ok(SecretKey::from_seed(seed))
 }
 
@@ -324,7 +308,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let genesis_path = config.genesis_path();
     let text = std::fs::read_to_string(&genesis_path).with_context(|| {
         format!(
-            "reading the genesis file {} (create one with `node init`)",
+            "reading the genesis file {} (`node init --validators N` makes a local one; `node init --genesis FILE` copies the chain's)",
             genesis_path.display()
         )
     })?;
@@ -345,7 +329,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
 
     program::raise_memlock();
-    log::info!("[2/8] memlock limit raised for BPF maps");
+    log::info!("[2/8] memlock limit for BPF maps: {}", memlock_limit());
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
@@ -361,29 +345,41 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let (filter, kernel) = attach_filter(&config, &listen);
     let filter = Arc::new(filter);
-    let key = identity(&config)?;
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(
-        &config,
-        genesis,
-        listen,
-        peers,
-        db.clone(),
-        key,
-        filter.clone(),
-        kernel,
-    ));
-    drop(runtime);
-    match db.flush() {
-        Ok(()) => log::info!("database flushed"),
-        Err(e) => log::error!("flushing the database failed: {e}"),
-    }
+    let result = identity(&config).and_then(|key| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        runtime.block_on(serve(
+            &config,
+            genesis,
+            listen,
+            peers,
+            db,
+            key,
+            filter.clone(),
+            kernel,
+        ))
+    });
     leave_filter(&config, &filter);
     result
+}
+
+/// The memlock limit now, for the log.
+fn memlock_limit() -> String {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return format!("unknown ({})", std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        "unlimited".to_string()
+    } else {
+        format!("{} bytes", limit.rlim_cur)
+    }
 }
 
 fn parse_addrs(field: &str, addrs: &[String]) -> Result<Vec<Multiaddr>> {
@@ -494,7 +490,7 @@ async fn serve(
         progress: runtime.progress(),
         events: runtime.events(),
         filter: filter.clone(),
-        db: Some(db),
+        db: Some(db.clone()),
         info: Arc::new(NodeInfo {
             chain_id: genesis.chain_id.to_string(),
             key: key.public_key().to_string(),
@@ -505,6 +501,7 @@ async fn serve(
         config: config.api.clone(),
         limiter: api::limit::limiter(&config.api),
         streams: Arc::new(AtomicUsize::new(0)),
+        connections: Arc::new(api::ConnectionStats::default()),
     };
     let mut servers = Vec::new();
     if config.api.enabled {
@@ -512,7 +509,7 @@ async fn serve(
             .await
             .with_context(|| format!("binding the public API to {}", config.api.listen))?;
         log::info!("public API on http://{}", config.api.listen);
-        servers.push(tokio::spawn(api::serve(
+        servers.push(tokio::spawn(api.serve(
             listener,
             api.public_router(),
             stopped(stop_rx.clone()),
@@ -523,7 +520,7 @@ async fn serve(
             .await
             .with_context(|| format!("binding the admin API to {}", config.admin.listen))?;
         log::info!("admin API on http://{}", config.admin.listen);
-        servers.push(tokio::spawn(api::serve(
+        servers.push(tokio::spawn(api.serve(
             listener,
             router,
             stopped(stop_rx.clone()),
@@ -542,6 +539,10 @@ async fn serve(
         "consensus stopped at height {}",
         runtime.engine().ledger().height()
     );
+    match db.flush() {
+        Ok(()) => log::info!("database flushed"),
+        Err(e) => log::error!("flushing the database failed: {e}"),
+    }
     drop(runtime);
     log::info!("swarm closed");
     for server in servers {
@@ -606,7 +607,9 @@ fn spawn_drop_sampler(
     Some(tokio::task::spawn_blocking(move || {
         let mut window_start = std::time::Instant::now();
         let mut sent = 0u64;
-        while !*stop.borrow() {
+        // Ends when the node stops, or when the stop flag's sender is gone (a panic unwound
+        // the runtime): dropping the runtime waits for this thread.
+        while !*stop.borrow() && stop.has_changed().is_ok() {
             for event in stream.poll(Duration::from_millis(200)) {
                 if window_start.elapsed() >= Duration::from_secs(1) {
                     window_start = std::time::Instant::now();

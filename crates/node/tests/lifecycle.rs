@@ -122,8 +122,8 @@ fn startup_steps_are_logged_in_order_and_sigterm_stops_the_node_cleanly() {
     let log = node.terminate();
     let stop = position(&log, "stopping:", 0);
     let consensus = position(&log, "consensus stopped at height", stop);
-    let swarm = position(&log, "swarm closed", consensus);
-    position(&log, "database flushed", swarm);
+    let flushed = position(&log, "database flushed", consensus);
+    position(&log, "swarm closed", flushed);
 
     // A restart resumes from the stored chain, not from genesis.
     let height = net.height(0);

@@ -11,14 +11,11 @@
 //! - The token is compared in time that depends on the token's length only.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -33,13 +30,12 @@ use p2p::peers::{Ban, BanTarget, Explanation, MAX_ALLOWLIST};
 use p2p::{BanReason, PeerId};
 use serde::{Deserialize, Serialize};
 
-use super::error::JsonBody;
+use super::error::{JsonBody, PathParam};
 use super::{Api, ApiError};
+use crate::secret::{self, SecretFileError};
 
 /// Fewest characters of an admin token.
 pub const MIN_TOKEN_CHARS: usize = 32;
-/// Largest token file read, bytes.
-pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 /// Random bytes of a generated token (64 hex digits).
 pub const TOKEN_BYTES: usize = 32;
 /// Longest operator block or ban, seconds (one year).
@@ -82,36 +78,9 @@ pub fn routes() -> Router<Api> {
 /// Why a token file was refused, or could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// The file could not be opened or read.
-    #[error("cannot read the admin token file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// Not a regular file.
-    #[error("the admin token file {path} is not a regular file")]
-    NotAFile {
-        /// The file.
-        path: PathBuf,
-    },
-    /// Group or others may read or write it.
-    #[error(
-        "the admin token file {path} has mode {mode:04o}: group and others must have no access (chmod 600 {path})"
-    )]
-    Permissions {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// Larger than [`MAX_TOKEN_FILE_BYTES`].
-    #[error("the admin token file {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes")]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-    },
+    /// The file itself was refused or could not be read or written.
+    #[error("admin token file: {0}")]
+    File(#[from] SecretFileError),
     /// The token is shorter than [`MIN_TOKEN_CHARS`].
     #[error(
         "the admin token in {path} has {len} characters; at least {MIN_TOKEN_CHARS} are needed"
@@ -128,20 +97,6 @@ pub enum TokenError {
         /// The file.
         path: PathBuf,
     },
-    /// [`Token::write_new`] found a file there already.
-    #[error("the admin token file {path} exists already; not overwriting it")]
-    Exists {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The new file could not be created or written.
-    #[error("cannot write the admin token file {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
 }
 
 /// The admin API's bearer token. Its `Debug` output hides it.
@@ -157,39 +112,7 @@ impl Token {
     /// Reads the token from `path`: a regular file no one but its owner may access, holding at
     /// least [`MIN_TOKEN_CHARS`] printable ASCII characters (surrounding whitespace ignored).
     pub fn load(path: &Path) -> Result<Token, TokenError> {
-        let read = |source| TokenError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        // Non-blocking, so that a FIFO put in its place cannot hang the start.
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(read)?;
-        let meta = file.metadata().map_err(read)?;
-        if !meta.is_file() {
-            return Err(TokenError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(TokenError::Permissions {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        let mut bytes = Vec::new();
-        file.take(MAX_TOKEN_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read)?;
-        if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
-            return Err(TokenError::TooLarge {
-                path: path.to_path_buf(),
-            });
-        }
-        let text = bytes.trim_ascii();
+        let text = secret::read(path)?;
         if !text.iter().all(u8::is_ascii_graphic) {
             return Err(TokenError::InvalidCharacters {
                 path: path.to_path_buf(),
@@ -217,30 +140,8 @@ impl Token {
     /// replace an existing file.
     pub fn write_new(path: &Path) -> Result<Token, TokenError> {
         let token = Token::generate();
-        let write = |source| TokenError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file: File = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => TokenError::Exists {
-                    path: path.to_path_buf(),
-                },
-                _ => write(e),
-            })?;
-        file.write_all(format!("{}\n", token.0).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(write)?;
+        secret::write_new(path, format!("{}\n", token.0).as_bytes())?;
         Ok(token)
-    }
-
-    /// The token's text, for showing it to the operator who created it.
-    pub fn expose(&self) -> &str {
-        &self.0
     }
 
     /// Whether `candidate` is the token, in time that depends only on the token's length.
@@ -539,7 +440,7 @@ struct WhyView {
 
 async fn why(
     State(api): State<Api>,
-    UrlPath(addr): UrlPath<String>,
+    PathParam(addr): PathParam,
 ) -> Result<Json<WhyView>, ApiError> {
     let ip = bounded(&addr, "invalid_address", "address")?
         .parse::<IpAddr>()
@@ -834,14 +735,37 @@ async fn unban_peer(
     JsonBody(body): JsonBody<PeerBody>,
 ) -> Result<Json<UnbanAnswer>, ApiError> {
     let peer = peer_of(&body.peer)?;
-    let removed = api
+    let target = BanTarget::Peer(peer);
+    let (removed, freed) = api
         .handle
         .call(move |rt| {
-            rt.network()
-                .unban(&BanTarget::Peer(peer))
-                .map_err(ApiError::internal)
+            let now = now_ms();
+            let network = rt.network();
+            let listed: Vec<IpNet> = network
+                .peers()
+                .bans(now)
+                .into_iter()
+                .filter(|ban| ban.target == target)
+                .flat_map(|ban| ban.addresses)
+                .collect();
+            let removed = network.unban(&target).map_err(ApiError::internal)?;
+            // The network never removes an operator's kernel entries by itself (they may have
+            // been written with `node firewall block`); this ban was the operator's own.
+            let peers = network.peers();
+            let freed: Vec<IpNet> = listed
+                .into_iter()
+                .filter(|net| !peers.is_addr_banned(net.addr(), now))
+                .collect();
+            Ok::<_, ApiError>((removed, freed))
         })
         .await??;
+    with_maps(&api, move |maps| {
+        for net in freed {
+            maps.unblock(net)?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(Json(UnbanAnswer {
         peer: peer.to_string(),
         removed,
@@ -863,14 +787,10 @@ mod tests {
     fn generated_tokens_are_64_distinct_hex_digits() {
         let (a, b) = (Token::generate(), Token::generate());
         for t in [&a, &b] {
-            assert_eq!(t.expose().len(), 2 * TOKEN_BYTES);
-            assert!(
-                t.expose()
-                    .bytes()
-                    .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-            );
+            assert_eq!(t.0.len(), 2 * TOKEN_BYTES);
+            assert!(t.0.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
         }
-        assert_ne!(a.expose(), b.expose());
+        assert_ne!(a.0, b.0);
     }
 
     #[test]
@@ -878,40 +798,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin.token");
         let written = Token::write_new(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&path).unwrap()) & 0o777;
         assert_eq!(mode, 0o600);
         let loaded = Token::load(&path).unwrap();
-        assert_eq!(loaded.expose(), written.expose());
-        assert!(loaded.matches(written.expose().as_bytes()));
-    }
-
-    #[test]
-    fn write_new_never_overwrites_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("admin.token");
-        write_mode(&path, "kept", 0o600);
-        assert!(matches!(
-            Token::write_new(&path),
-            Err(TokenError::Exists { .. })
-        ));
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "kept");
-    }
-
-    #[test]
-    fn a_token_file_others_can_access_is_refused_with_chmod_advice() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("admin.token");
-        for mode in [0o640, 0o604, 0o620, 0o602, 0o644] {
-            write_mode(&path, &"a".repeat(64), mode);
-            let err = Token::load(&path).unwrap_err();
-            assert!(
-                matches!(err, TokenError::Permissions { mode: m, .. } if m == mode),
-                "{mode:o}: {err}"
-            );
-            assert!(err.to_string().contains("chmod 600"), "{err}");
-        }
-        write_mode(&path, &"a".repeat(64), 0o400);
-        assert!(Token::load(&path).is_ok());
+        assert_eq!(loaded.0, written.0);
+        assert!(loaded.matches(written.0.as_bytes()));
     }
 
     #[test]
@@ -924,7 +815,7 @@ mod tests {
             Err(TokenError::TooShort { len: 31, .. })
         ));
         write_mode(&path, &format!("{}\n", "b".repeat(32)), 0o600);
-        assert_eq!(Token::load(&path).unwrap().expose(), "b".repeat(32));
+        assert_eq!(Token::load(&path).unwrap().0, "b".repeat(32));
         write_mode(
             &path,
             &format!("{} {}", "b".repeat(20), "c".repeat(20)),
@@ -934,24 +825,10 @@ mod tests {
             Token::load(&path),
             Err(TokenError::InvalidCharacters { .. })
         ));
-        write_mode(&path, &"d".repeat(MAX_TOKEN_FILE_BYTES as usize + 1), 0o600);
-        assert!(matches!(
-            Token::load(&path),
-            Err(TokenError::TooLarge { .. })
-        ));
-    }
-
-    #[test]
-    fn a_missing_file_or_a_directory_is_no_token() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            Token::load(&dir.path().join("absent")),
-            Err(TokenError::Read { .. })
-        ));
-        assert!(matches!(
-            Token::load(dir.path()),
-            Err(TokenError::NotAFile { .. })
-        ));
+        write_mode(&path, &"a".repeat(64), 0o644);
+        let err = Token::load(&path).unwrap_err();
+        assert!(matches!(err, TokenError::File(_)), "{err}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
     #[test]
@@ -971,7 +848,7 @@ mod tests {
     #[test]
     fn debug_output_hides_the_token() {
         let token = Token::generate();
-        assert!(!format!("{token:?}").contains(token.expose()));
+        assert!(!format!("{token:?}").contains(&token.0));
     }
 
     fn headers(authorization: Option<&str>) -> HeaderMap {

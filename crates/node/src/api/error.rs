@@ -2,7 +2,8 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -21,6 +22,9 @@ pub struct ApiError {
     pub message: String,
     /// Seconds after which to retry (429 and 503).
     pub retry_after: Option<u64>,
+    /// A finer stable label under `code` (the mempool's refusal of a transaction), sent as
+    /// `error.reason`.
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -31,6 +35,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            reason: None,
         }
     }
 
@@ -66,13 +71,18 @@ impl From<HandleError> for ApiError {
             code,
             message: e.to_string(),
             retry_after: Some(1),
+            reason: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(reason) = self.reason {
+            error["reason"] = json!(reason);
+        }
+        let body = json!({ "error": error });
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response
@@ -95,6 +105,21 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this endpoint does not take that method; see /openapi.json",
     )
+}
+
+/// One path parameter as text, parsed by the handler; a parameter that is not valid UTF-8 once
+/// percent-decoded is 400 `invalid_path` (as JSON, like every other error).
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(rejection) => Err(ApiError::bad_request("invalid_path", rejection.body_text())),
+        }
+    }
 }
 
 /// A JSON body whose rejections are [`ApiError`]s: `invalid_json` (400),

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use firewall::clock::now_ns;
-use firewall_common::bucket::TokenBucket;
+use firewall_common::bucket::{BURST_MAX, TokenBucket, UNIT};
 
 use super::{Api, ApiError};
 
@@ -68,6 +68,7 @@ impl RateLimiter {
     }
 
     fn decide(&self, client: IpAddr, now_ns: u64) -> Admission {
+        let client = client_key(client);
         let mut buckets = match self.buckets.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -75,14 +76,11 @@ impl RateLimiter {
         if !buckets.contains_key(&client) && buckets.len() >= self.max_clients {
             let (rate, burst) = (self.rate_per_sec, self.burst);
             // A bucket that would be full again holds no state worth keeping.
+            let capacity = burst.clamp(1, BURST_MAX) * UNIT;
             buckets.retain(|_, bucket| {
                 let mut probe = *bucket;
-                for _ in 0..burst.min(firewall_common::bucket::BURST_MAX) {
-                    if !probe.take(now_ns, rate, burst) {
-                        return true;
-                    }
-                }
-                false
+                // Refilled, and full before this one token was taken.
+                !(probe.take(now_ns, rate, burst) && probe.tokens + UNIT >= capacity)
             });
             if buckets.len() >= self.max_clients {
                 return Admission::TableFull;
@@ -104,6 +102,15 @@ impl RateLimiter {
     }
 }
 
+/// The key of a client's budget: its IPv4 address, or the /64 of its IPv6 address (one host
+/// commonly holds a whole /64, and must not get a budget per address in it).
+pub(super) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
 /// Middleware: refuses a request over its client's budget with 429 `rate_limited`.
 pub async fn rate_limit(
     State(api): State<Api>,
@@ -121,6 +128,7 @@ pub async fn rate_limit(
                 api.config.rate_per_sec, api.config.burst
             ),
             retry_after: Some(1),
+            reason: None,
         }
         .into_response(),
         Admission::TableFull => ApiError {
@@ -128,6 +136,7 @@ pub async fn rate_limit(
             code: "rate_limited",
             message: "too many clients at once; try again shortly".into(),
             retry_after: Some(1),
+            reason: None,
         }
         .into_response(),
     }
@@ -181,6 +190,17 @@ mod tests {
         assert_eq!(limiter.admit(a, SEC), Admission::Admit);
         assert_eq!(limiter.admit(a, SEC), Admission::OverBudget);
         assert_eq!(limiter.admit(b, SEC), Admission::Admit);
+    }
+
+    #[test]
+    fn an_ipv6_client_has_one_budget_for_its_whole_64() {
+        let limiter = RateLimiter::new(1, 1, 16);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(limiter.admit(a, SEC), Admission::Admit);
+        assert_eq!(limiter.admit(b, SEC), Admission::OverBudget);
+        assert_eq!(limiter.admit(other, SEC), Admission::Admit);
     }
 
     #[test]

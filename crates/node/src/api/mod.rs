@@ -6,15 +6,17 @@
 //! through its [`Handle`] and await the answer, so every answer is consistent with one moment
 //! of the node and nothing is locked. Every error is JSON `{"error": {"code", "message"}}` with a
 //! stable `code` (listed in `docs/api/openapi.json`). Request bodies are bounded; each client
-//! address of the public API has a token bucket.
+//! address of the public API has a token bucket. Both servers run on our own accept loop
+//! ([`server`]), which bounds open connections in total and per client address, and the time a
+//! client may take to send a request's headers.
 
 pub mod admin;
 pub mod error;
 pub mod limit;
 pub mod public;
+pub mod server;
 pub mod ws;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -29,6 +31,7 @@ use crate::filter::Filter;
 use crate::runtime::{Handle, Progress};
 
 pub use error::ApiError;
+pub use server::ConnectionStats;
 
 /// The store a node runs on.
 pub type NodeStore = Arc<dyn Store>;
@@ -69,6 +72,8 @@ pub struct Api {
     pub limiter: Arc<limit::RateLimiter>,
     /// Open event streams, bounded by `config.max_streams`.
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections of the public and admin servers: open now, and refused over their bounds.
+    pub connections: Arc<ConnectionStats>,
 }
 
 impl Api {
@@ -98,19 +103,22 @@ impl Api {
             .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
             .with_state(self.clone())
     }
-}
 
-/// Serves `router` on `listener` until `shutdown` completes; client addresses are passed to the
-/// handlers (the rate limiter keys on them).
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    /// Serves `router` (either API) on `listener` until `shutdown` completes, within the
+    /// connection limits of `config` and counted in `connections`; client addresses are passed
+    /// to the handlers (the rate limiter keys on them). See [`server::serve`].
+    pub fn serve(
+        &self,
+        listener: TcpListener,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+        server::serve(
+            listener,
+            router,
+            server::Limits::of(&self.config),
+            self.connections.clone(),
+            shutdown,
+        )
+    }
 }

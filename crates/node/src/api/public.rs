@@ -11,14 +11,15 @@ use std::str::FromStr;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use chain::mempool::MempoolError;
 use serde::{Deserialize, Serialize};
-use types::{Account, Block, Decode, Hash, Payload, PublicKey, SignedTransaction};
+use types::{Account, Block, Commit, Decode, Hash, Payload, PublicKey, SignedTransaction};
 
-use super::error::JsonBody;
+use super::error::{JsonBody, PathParam};
 use super::{Api, ApiError, NodeStore};
 use crate::runtime::Runtime;
 
@@ -316,22 +317,32 @@ impl TxJson {
     }
 }
 
-/// The JSON of a stored block with its commit.
-fn block_json(rt: &Rt, block: Block) -> Result<BlockJson, ApiError> {
-    let ledger = rt.engine().ledger();
-    let commit = ledger
+/// A stored block and its commit certificate, read in the loop; the JSON (a hash per
+/// transaction) is built outside it.
+type Stored = (Block, Option<Commit>);
+
+/// `block` with its commit certificate from the ledger.
+fn with_commit(rt: &Rt, block: Block) -> Result<Stored, ApiError> {
+    let commit = rt
+        .engine()
+        .ledger()
         .commit_at(block.header.height)
-        .map_err(ApiError::internal)?
-        .map(|c| CommitJson {
-            round: c.round,
-            signers: c
-                .signatures
-                .iter()
-                .map(|s| s.validator.to_string())
-                .collect(),
-        });
+        .map_err(ApiError::internal)?;
+    Ok((block, commit))
+}
+
+/// The JSON of a stored block with its commit.
+fn block_json((block, commit): Stored) -> BlockJson {
+    let commit = commit.map(|c| CommitJson {
+        round: c.round,
+        signers: c
+            .signatures
+            .iter()
+            .map(|s| s.validator.to_string())
+            .collect(),
+    });
     let header = &block.header;
-    Ok(BlockJson {
+    BlockJson {
         height: header.height,
         hash: block.hash().to_string(),
         parent: header.parent.to_string(),
@@ -342,14 +353,14 @@ fn block_json(rt: &Rt, block: Block) -> Result<BlockJson, ApiError> {
         validators_hash: header.validators_hash.to_string(),
         transactions: block.txs.iter().map(TxJson::of).collect(),
         commit,
-    })
+    }
 }
 
 /// The block at `height`, or `not_found`.
-fn stored_block(rt: &Rt, height: u64) -> Result<BlockJson, ApiError> {
+fn stored_block(rt: &Rt, height: u64) -> Result<Stored, ApiError> {
     let ledger = rt.engine().ledger();
     match ledger.block(height).map_err(ApiError::internal)? {
-        Some(block) => block_json(rt, block),
+        Some(block) => with_commit(rt, block),
         None if height == 0 => Err(ApiError::not_found(
             "height 0 is genesis; blocks start at 1",
         )),
@@ -361,16 +372,17 @@ fn stored_block(rt: &Rt, height: u64) -> Result<BlockJson, ApiError> {
 }
 
 async fn latest_block(State(api): State<Api>) -> Result<Json<BlockJson>, ApiError> {
-    query(&api, |rt| {
+    let stored = query(&api, |rt| {
         let height = rt.engine().ledger().height();
-        stored_block(rt, height).map(Json)
+        stored_block(rt, height)
     })
-    .await
+    .await?;
+    Ok(Json(block_json(stored)))
 }
 
 async fn block_at(
     State(api): State<Api>,
-    Path(height): Path<String>,
+    PathParam(height): PathParam,
 ) -> Result<Json<BlockJson>, ApiError> {
     let height: u64 = height.parse().map_err(|_| {
         ApiError::bad_request(
@@ -378,7 +390,8 @@ async fn block_at(
             format!("`{height}` is not a height (a whole number)"),
         )
     })?;
-    query(&api, move |rt| stored_block(rt, height).map(Json)).await
+    let stored = query(&api, move |rt| stored_block(rt, height)).await?;
+    Ok(Json(block_json(stored)))
 }
 
 /// Parses a hash path parameter.
@@ -393,19 +406,20 @@ fn parse_hash(text: &str) -> Result<Hash, ApiError> {
 
 async fn block_by_hash(
     State(api): State<Api>,
-    Path(hash): Path<String>,
+    PathParam(hash): PathParam,
 ) -> Result<Json<BlockJson>, ApiError> {
     let hash = parse_hash(&hash)?;
-    query(&api, move |rt| {
+    let stored = query(&api, move |rt| {
         let block = rt
             .engine()
             .ledger()
             .block_by_hash(&hash)
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found(format!("no block with hash {hash}")))?;
-        block_json(rt, block).map(Json)
+        with_commit(rt, block)
     })
-    .await
+    .await?;
+    Ok(Json(block_json(stored)))
 }
 
 // ---- transactions ----
@@ -427,6 +441,9 @@ pub struct Submitted {
     pub status: &'static str,
 }
 
+/// Seconds a client is asked to wait when the mempool is full.
+const MEMPOOL_FULL_RETRY_SECS: u64 = 2;
+
 async fn submit_transaction(
     State(api): State<Api>,
     JsonBody(body): JsonBody<SubmitTx>,
@@ -445,12 +462,27 @@ async fn submit_transaction(
                 rt.broadcast_transaction(&tx);
                 Ok(hash)
             }
-            Err(chain::mempool::MempoolError::State(e)) => Err(ApiError::internal(e)),
-            Err(e) => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "transaction_rejected",
-                format!("{}: {e}", e.label()),
-            )),
+            // Submitting again what is pending is not an error: the client may have lost
+            // the first answer.
+            Err(MempoolError::Duplicate { id }) => Ok(id),
+            Err(MempoolError::State(e)) => Err(ApiError::internal(e)),
+            Err(e @ MempoolError::Full { .. }) => Err(ApiError {
+                retry_after: Some(MEMPOOL_FULL_RETRY_SECS),
+                reason: Some(e.label()),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "mempool_full",
+                    format!("{e}; pay a higher fee or retry later"),
+                )
+            }),
+            Err(e) => Err(ApiError {
+                reason: Some(e.label()),
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "transaction_rejected",
+                    format!("{}: {e}", e.label()),
+                )
+            }),
         }
     })
     .await?;
@@ -478,7 +510,7 @@ pub struct TxStatus {
 
 async fn transaction(
     State(api): State<Api>,
-    Path(hash): Path<String>,
+    PathParam(hash): PathParam,
 ) -> Result<Json<TxStatus>, ApiError> {
     let id = parse_hash(&hash)?;
     query(&api, move |rt| {
@@ -548,7 +580,7 @@ pub struct AccountJson {
 
 async fn account(
     State(api): State<Api>,
-    Path(key): Path<String>,
+    PathParam(key): PathParam,
 ) -> Result<Json<AccountJson>, ApiError> {
     let key = PublicKey::from_str(&key).map_err(|e| {
         ApiError::bad_request("invalid_key", format!("`{key}` is not a public key: {e}"))

@@ -82,6 +82,7 @@ async fn events(
         code: "too_many_streams",
         message: format!("{max} event streams are open, the most this node serves; retry later"),
         retry_after: Some(5),
+        reason: None,
     })?;
     let receiver = api.events.subscribe();
     Ok(upgrade

@@ -195,7 +195,8 @@ impl LocalNet {
     pub fn edit_config(&self, i: usize, edit: impl FnOnce(&mut Config)) {
         let mut config = self.load_config(i);
         edit(&mut config);
-        std::fs::write(self.config(i), config.to_toml()).expect("writing node.toml");
+        std::fs::write(self.config(i), config.to_toml().expect("a TOML config"))
+            .expect("writing node.toml");
     }
 
     /// A transfer of `amount` to `to` from `key` with `nonce` and a fee of 1, signed for this
