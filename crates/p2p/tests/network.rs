@@ -106,6 +106,41 @@ async fn attacker_and_victim(net: u8, test: &TestChain) -> (Node, Node, Ipv4Addr
     (attacker, victim, attacker_ip)
 }
 
+/// `attacker` gossips transactions with forged signatures until `victim` has seen `reports` of
+/// them; fails if the victim bans anyone meanwhile or [`ATTACK`] passes.
+async fn forge_until_seen_unbanned(
+    victim: &mut Node,
+    attacker: &Node,
+    test: &TestChain,
+    reports: u64,
+) {
+    let deadline = tokio::time::Instant::now() + ATTACK;
+    let mut i = 0;
+    loop {
+        let seen = victim
+            .call(|n| {
+                n.counters()
+                    .gossip
+                    .get(&("tx", "invalid_signature"))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .await;
+        if seen >= reports {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the victim saw {seen} invalid signatures in {ATTACK:?}"
+        );
+        attacker
+            .publish(TopicKind::Transactions, forged_tx(test, i))
+            .await;
+        i += 1;
+        assert!(victim.try_wait(ATTACK_PACE, is_ban).await.is_none());
+    }
+}
+
 /// `victim`'s score of `peer` now.
 async fn score(victim: &Node, peer: PeerId) -> f64 {
     victim.call(move |n| n.peers().score(&peer, now_ms())).await
@@ -811,31 +846,7 @@ async fn allowlisted_addresses_are_never_banned() {
         .await;
     attacker.until_topic_peers(1).await;
 
-    let deadline = tokio::time::Instant::now() + ATTACK;
-    let mut i = 0;
-    loop {
-        let seen = victim
-            .call(|n| {
-                n.counters()
-                    .gossip
-                    .get(&("tx", "invalid_signature"))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .await;
-        if seen >= REPORTS {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the victim saw {seen} invalid signatures in {ATTACK:?}"
-        );
-        attacker
-            .publish(TopicKind::Transactions, forged_tx(&test, i))
-            .await;
-        i += 1;
-        assert!(victim.try_wait(ATTACK_PACE, is_ban).await.is_none());
-    }
+    forge_until_seen_unbanned(&mut victim, &attacker, &test, REPORTS).await;
     let (counters, spared, connected) = victim
         .call(move |n| {
             (
@@ -880,31 +891,7 @@ async fn an_address_allowlisted_at_run_time_is_spared_and_let_through_the_kernel
     assert!(!victim.call(move |n| n.allow(net)).await, "added twice");
     assert!(victim.kernel.calls().contains(&KernelCall::Allow(net)));
 
-    let deadline = tokio::time::Instant::now() + ATTACK;
-    let mut i = 0;
-    loop {
-        let seen = victim
-            .call(|n| {
-                n.counters()
-                    .gossip
-                    .get(&("tx", "invalid_signature"))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .await;
-        if seen >= REPORTS {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the victim saw {seen} invalid signatures in {ATTACK:?}"
-        );
-        attacker
-            .publish(TopicKind::Transactions, forged_tx(&test, i))
-            .await;
-        i += 1;
-        assert!(victim.try_wait(ATTACK_PACE, is_ban).await.is_none());
-    }
+    forge_until_seen_unbanned(&mut victim, &attacker, &test, REPORTS).await;
     assert!(victim.bans().is_empty());
     let connected = victim.call(move |n| n.connected_peers().contains(&a)).await;
     assert!(connected, "the allowlisted attacker was disconnected");
