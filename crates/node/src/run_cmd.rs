@@ -201,8 +201,17 @@ pub fn read_key(path: &Path) -> Result<SecretKey> {
     Ok(SecretKey::from_seed(seed))
 }
 
+/// The identity in `path`, or a new one created there; true when it was created.
+pub fn load_or_create_key(path: &Path) -> Result<(SecretKey, bool)> {
+    if path.exists() {
+        Ok((read_key(path)?, false))
+    } else {
+        Ok((create_key(path)?, true))
+    }
+}
+
 /// Creates a new identity in `path` (mode 0600); refuses to overwrite one.
-pub fn create_key(path: &Path) -> Result<SecretKey> {
+fn create_key(path: &Path) -> Result<SecretKey> {
     let mut seed = [0u8; 32];
     rand::fill(&mut seed);
     secret::write_new(path, format!("{}\n", hex::encode(seed)).as_bytes())
@@ -283,23 +292,21 @@ fn attach_filter(config: &Config, listen: &[Multiaddr]) -> (Filter, Option<Box<d
 /// Step 5: the identity, loaded or created.
 fn identity(config: &Config) -> Result<SecretKey> {
     let path = config.key_path();
-    if path.exists() {
-        let key = read_key(&path)?;
-        log::info!(
-            "[5/8] identity {} loaded from {}",
-            key.public_key(),
-            path.display()
-        );
-        Ok(key)
-    } else {
-        let key = create_key(&path)?;
+    let (key, created) = load_or_create_key(&path)?;
+    if created {
         log::warn!(
             "[5/8] no identity at {}: created {} (mode 0600); back it up",
             path.display(),
             key.public_key()
         );
-        Ok(key)
+    } else {
+        log::info!(
+            "[5/8] identity {} loaded from {}",
+            key.public_key(),
+            path.display()
+        );
     }
+    Ok(key)
 }
 
 /// Runs the node until SIGINT or SIGTERM.
