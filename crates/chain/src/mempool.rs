@@ -210,6 +210,24 @@ pub enum MempoolError {
 }
 
 impl MempoolError {
+    /// Every [`MempoolError::label`], so metrics can show each reason from the start.
+    pub const LABELS: [&'static str; 14] = [
+        "malformed",
+        "too_large",
+        "wrong_chain",
+        "zero_amount",
+        "bad_signature",
+        "nonce_replay",
+        "nonce_gap",
+        "duplicate",
+        "replacement_underpriced",
+        "insufficient_balance",
+        "overflow",
+        "fee_too_low",
+        "full",
+        "state_error",
+    ];
+
     /// A stable label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {
@@ -873,6 +891,51 @@ mod tests {
     use types::{SecretKey, Transaction};
 
     use super::*;
+
+    #[test]
+    fn labels_lists_the_label_of_every_refusal_once() {
+        let chain = |s: &str| s.parse::<ChainId>().expect("a valid chain id");
+        let every = [
+            MempoolError::Malformed(DecodeError::Oversized {
+                what: "tx",
+                len: 2,
+                max: 1,
+            }),
+            MempoolError::TooLarge { size: 2, max: 1 },
+            MempoolError::WrongChain {
+                expected: chain("a"),
+                got: chain("b"),
+            },
+            MempoolError::ZeroAmount,
+            MempoolError::BadSignature,
+            MempoolError::NonceReplay {
+                account_nonce: 1,
+                nonce: 0,
+            },
+            MempoolError::NonceGap {
+                account_nonce: 0,
+                nonce: 9,
+                max_gap: 1,
+            },
+            MempoolError::Duplicate {
+                id: types::Hash::ZERO,
+            },
+            MempoolError::ReplacementUnderpriced {
+                old_fee: 1,
+                new_fee: 1,
+            },
+            MempoolError::InsufficientBalance {
+                needed: 2,
+                available: 1,
+            },
+            MempoolError::Overflow,
+            MempoolError::FeeTooLow { fee: 0, min: 1 },
+            MempoolError::Full { lowest_fee: 1 },
+            MempoolError::State(StateError::Tree("gone".into())),
+        ];
+        let labels: Vec<&str> = every.iter().map(MempoolError::label).collect();
+        assert_eq!(labels, MempoolError::LABELS);
+    }
 
     impl AccountSource for HashMap<PublicKey, Account> {
         fn account(&self, key: &PublicKey) -> Result<Account, StateError> {

@@ -11,13 +11,14 @@
 //! fixed (`docs/metrics.md` lists it, and a test holds the two equal); a family whose source is
 //! absent (no kernel filter, no database) or unreadable has no samples. Label values are fixed
 //! names from the code, never an address or a peer id. Where the code has the whole list of
-//! values (verdicts, reasons of the filter, ban reasons, filter modes), every series is written,
-//! zeros included, so it exists from the start; other labelled counters list the values seen.
+//! values (verdicts, reasons of the filter, ban reasons, filter modes, mempool refusals), every
+//! series is written, zeros included, so it exists from the start; other labelled counters list
+//! the values seen.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chain::LedgerCounters;
-use chain::mempool::MempoolCounters;
+use chain::mempool::{MempoolCounters, MempoolError};
 use consensus::EngineCounters;
 use firewall::rules::RuleKind;
 use firewall::{BanReason, Reason, Verdict};
@@ -561,7 +562,7 @@ fn write_chain_mempool_sync(out: &mut Exposition, r: &RuntimeSnapshot) {
         "mempool_rejected_total",
         "Transactions the mempool refused, by reason.",
         "reason",
-        &[],
+        &MempoolError::LABELS,
         &r.mempool.rejected,
         Kind::Counter,
     );
