@@ -42,7 +42,7 @@ MAC_B=$(ip -n "$NS_B" -br link show "$VETH_B" | awk '{print $3}')
 attack() {
   echo ">>> $1" >&2
   shift
-  "$BIN/attacker" --netns "$NS_A" --iface "$VETH_A" --dst 198.18.0.2 --dst-mac "$MAC_B" \
+  "$BIN/attacker" flood --netns "$NS_A" --iface "$VETH_A" --dst 198.18.0.2 --dst-mac "$MAC_B" \
     --engine xdp --duration "${SECONDS_PER_ATTACK}s" --packets 50000000 "$@" >&2
 }
 

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::{Bounds, Report};
+use crate::flood::{Bounds, Report};
 
 /// Frames handed to the kernel per sendmmsg call.
 const BATCH: usize = 64;

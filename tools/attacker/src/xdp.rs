@@ -17,7 +17,7 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
 };
 
-use crate::{Bounds, Report};
+use crate::flood::{Bounds, Report};
 
 /// The generator object, built by build.rs (empty under `AYA_BUILD_SKIP=1`).
 static GENERATOR: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/generator"));
