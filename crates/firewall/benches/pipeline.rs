@@ -875,7 +875,7 @@ fn flood(attacker: &Path, lab: &Lab) -> BenchResult<Flood> {
     let accepted_before = xdp_xmit_accepted()?;
     let out = Command::new(attacker)
         .args([
-            "--netns", NS_A, "--iface", IFACE_A, "--src", FLOOD_SRC, "--dst", DST_B,
+            "flood", "--netns", NS_A, "--iface", IFACE_A, "--src", FLOOD_SRC, "--dst", DST_B,
         ])
         .args(["--engine", "xdp", "--cpu", &tx_cpu, "--dst-mac", &lab.mac_b])
         .args(["--packets", &packets, "--duration", FLOOD_DURATION])
