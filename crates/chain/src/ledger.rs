@@ -24,7 +24,7 @@ use types::codec::{Decode, Encode};
 use types::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 use types::{
     Account, BatchVerifier, Block, BlockHash, ChainId, Commit, Domain, Genesis, Hash, Header,
-    PublicKey, SignedTransaction, TxHash, Validator, ValidatorSet, merkle_root_of_txs,
+    PublicKey, SignedTransaction, TxHash, ValidatorSet, merkle_root_of_txs,
 };
 
 use crate::error::{BlockError, CommitError, LedgerError, StateError, TxError};
@@ -515,22 +515,12 @@ fn close_block<S: Store + ?Sized>(
 }
 
 fn write_genesis<S: Store>(store: &S, genesis: &Genesis) -> Result<(), LedgerError> {
-    let set = ValidatorSet::new(
-        genesis
-            .validators
-            .iter()
-            .map(|v| Validator {
-                key: v.key,
-                stake: v.stake,
-                unbonding: 0,
-                release_height: 0,
-            })
-            .collect(),
-    )
-    .map_err(|source| LedgerError::Decode {
-        what: "genesis validators",
-        source,
-    })?;
+    let set = genesis
+        .validator_set()
+        .map_err(|source| LedgerError::Decode {
+            what: "genesis validators",
+            source,
+        })?;
     let mut overlay = Overlay::new(store, 0);
     for account in &genesis.accounts {
         overlay.set_account(

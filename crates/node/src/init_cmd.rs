@@ -12,7 +12,6 @@ use types::{ChainId, Genesis, GenesisAccount, GenesisValidator, SecretKey};
 use node::api::admin::Token;
 use node::config::Config;
 
-use crate::run_cmd::load_or_create_key;
 
 /// Balance of each validator's account in a local genesis.
 const LOCAL_BALANCE: u64 = 1_000_000_000_000;
@@ -64,7 +63,7 @@ fn private_dir(path: &Path) -> Result<()> {
 
 /// Loads the identity of `dir`, or creates it.
 fn identity(dir: &Path) -> Result<(SecretKey, bool)> {
-    load_or_create_key(&dir.join("identity.key"))
+    Ok(node::secret::load_or_create_key(&dir.join("identity.key"))?)
 }
 
 /// Creates the admin token of `dir` unless there is one.

@@ -13,7 +13,7 @@
 //! is left attached or detached as `firewall.on_exit` says.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
@@ -188,37 +188,6 @@ impl RunArgs {
     }
 }
 
-/// Reads a key file: 64 hex digits of Ed25519 seed, refused if group or others can read it.
-pub fn read_key(path: &Path) -> Result<SecretKey> {
-    let text = secret::read(path).context("reading the identity key")?;
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(&text, &mut seed).with_context(|| {
-        format!(
-            "the key file {} must hold 64 hex digits of Ed25519 seed",
-            path.display()
-        )
-    })?;
-    Ok(SecretKey::from_seed(seed))
-}
-
-/// The identity in `path`, or a new one created there; true when it was created.
-pub fn load_or_create_key(path: &Path) -> Result<(SecretKey, bool)> {
-    if path.exists() {
-        Ok((read_key(path)?, false))
-    } else {
-        Ok((create_key(path)?, true))
-    }
-}
-
-/// Creates a new identity in `path` (mode 0600); refuses to overwrite one.
-fn create_key(path: &Path) -> Result<SecretKey> {
-    let mut seed = [0u8; 32];
-    rand::fill(&mut seed);
-    secret::write_new(path, format!("{}\n", hex::encode(seed)).as_bytes())
-        .context("creating the identity key")?;
-    Ok(SecretKey::from_seed(seed))
-}
-
 /// The port of the first TCP listen address: the one the filter protects.
 fn p2p_port(listen: &[Multiaddr]) -> Option<u16> {
     listen.iter().flat_map(|a| a.iter()).find_map(|p| match p {
@@ -292,7 +261,7 @@ fn attach_filter(config: &Config, listen: &[Multiaddr]) -> (Filter, Option<Box<d
 /// Step 5: the identity, loaded or created.
 fn identity(config: &Config) -> Result<SecretKey> {
     let path = config.key_path();
-    let (key, created) = load_or_create_key(&path)?;
+    let (key, created) = secret::load_or_create_key(&path).context("loading the identity")?;
     if created {
         log::warn!(
             "[5/8] no identity at {}: created {} (mode 0600); back it up",

@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use types::SecretKey;
+
 /// Largest secret file read, bytes.
 pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
 
@@ -45,6 +47,12 @@ pub enum SecretFileError {
     /// [`write_new`] found a file there already.
     #[error("{path} exists already; not overwriting it")]
     Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An identity file that does not hold 64 hex digits.
+    #[error("the key file {path} must hold 64 hex digits of Ed25519 seed")]
+    NotAKey {
         /// The file.
         path: PathBuf,
     },
@@ -116,6 +124,33 @@ pub fn write_new(path: &Path, contents: &[u8]) -> Result<(), SecretFileError> {
     file.write_all(contents)
         .and_then(|()| file.sync_all())
         .map_err(write)
+}
+
+/// Reads an identity file: the Ed25519 seed as 64 hex digits, in a private file ([`read`]).
+pub fn read_key(path: &Path) -> Result<SecretKey, SecretFileError> {
+    let text = read(path)?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(&text, &mut seed).map_err(|_| SecretFileError::NotAKey {
+        path: path.to_path_buf(),
+    })?;
+    Ok(SecretKey::from_seed(seed))
+}
+
+/// Creates a new identity file at `path` (mode 0600, [`write_new`]) with a random seed.
+pub fn create_key(path: &Path) -> Result<SecretKey, SecretFileError> {
+    let mut seed = [0u8; 32];
+    rand::fill(&mut seed);
+    write_new(path, format!("{}\n", hex::encode(seed)).as_bytes())?;
+    Ok(SecretKey::from_seed(seed))
+}
+
+/// The identity in `path`, or a new one created there; true when it was created.
+pub fn load_or_create_key(path: &Path) -> Result<(SecretKey, bool), SecretFileError> {
+    if path.exists() {
+        Ok((read_key(path)?, false))
+    } else {
+        Ok((create_key(path)?, true))
+    }
 }
 
 #[cfg(test)]

@@ -78,23 +78,36 @@ impl Equivocator {
     }
 
     fn twin_vote(&self, signed: &SignedVote) -> SignedVote {
-        let mut vote = signed.vote.clone();
-        vote.block = match vote.block {
-            Some(_) => None,
-            None => Some(fake_hash(&signed.vote.to_bytes())),
-        };
-        let signature = self.key.sign(Domain::Vote, &self.chain, &vote);
-        SignedVote { vote, signature }
+        twin_vote(&self.key, &self.chain, signed)
     }
 
     fn twin_proposal(&self, signed: &SignedProposal) -> SignedProposal {
-        let mut proposal = signed.proposal.clone();
-        proposal.block = fake_hash(&signed.proposal.to_bytes());
-        let signature = self.key.sign(Domain::Proposal, &self.chain, &proposal);
-        SignedProposal {
-            proposal,
-            signature,
-        }
+        twin_proposal(&self.key, &self.chain, signed)
+    }
+}
+
+/// A vote conflicting with `signed`, signed by `key` for the same height, round and kind: nil
+/// for a block vote, a block nobody has for a nil vote. With `key` the author of `signed`, the
+/// pair is equivocation evidence.
+pub fn twin_vote(key: &SecretKey, chain: &ChainId, signed: &SignedVote) -> SignedVote {
+    let mut vote = signed.vote.clone();
+    vote.block = match vote.block {
+        Some(_) => None,
+        None => Some(fake_hash(&signed.vote.to_bytes())),
+    };
+    let signature = key.sign(Domain::Vote, chain, &vote);
+    SignedVote { vote, signature }
+}
+
+/// A proposal conflicting with `signed`, signed by `key` for the same height and round: a
+/// block nobody has. With `key` the author of `signed`, the pair is equivocation evidence.
+pub fn twin_proposal(key: &SecretKey, chain: &ChainId, signed: &SignedProposal) -> SignedProposal {
+    let mut proposal = signed.proposal.clone();
+    proposal.block = fake_hash(&signed.proposal.to_bytes());
+    let signature = key.sign(Domain::Proposal, chain, &proposal);
+    SignedProposal {
+        proposal,
+        signature,
     }
 }
 

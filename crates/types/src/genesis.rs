@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::account::{Validator, ValidatorSet};
 use crate::chain_id::ChainId;
 use crate::codec::{Decode, DecodeError, Encode, Reader, check_ascending, put_list};
 use crate::crypto::PublicKey;
@@ -128,6 +129,21 @@ struct ValidatorEntry {
 }
 
 impl Genesis {
+    /// The validator set at height 0: every genesis validator with its stake bonded.
+    pub fn validator_set(&self) -> Result<ValidatorSet, DecodeError> {
+        ValidatorSet::new(
+            self.validators
+                .iter()
+                .map(|v| Validator {
+                    key: v.key,
+                    stake: v.stake,
+                    unbonding: 0,
+                    release_height: 0,
+                })
+                .collect(),
+        )
+    }
+
     /// Checks and sorts the entries; the result is canonical.
     pub fn new(
         chain_id: ChainId,
