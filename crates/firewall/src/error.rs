@@ -23,6 +23,8 @@ pub enum FirewallError {
     UnknownInterface { iface: String },
     #[error("cannot enter network namespace {name:?}: {source} (is it listed by `ip netns`?)")]
     Netns { name: String, source: io::Error },
+    #[error("`{command}` failed: {message}")]
+    IpCommand { command: String, message: String },
     #[error(
         "loading the XDP program failed: {source} (if {dir} holds maps pinned by another version, `node firewall detach` removes them)"
     )]

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use firewall::{
-    Instance, Maps, Reason, Stats, Verdict,
+    Instance, Maps, Reason, Stats, Verdict, netns,
     program::{self, Loaded},
 };
 
@@ -42,36 +42,10 @@ pub fn instance_name(tag: &str) -> String {
     )
 }
 
-/// The pid in a name `<prefix><pid>-...`, if that process is gone.
-fn dead_owner(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix)
-        .and_then(|rest| rest.split('-').next())
-        .and_then(|pid| pid.parse::<u32>().ok())
-        .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-}
-
 fn remove_leftovers_of_dead_processes() {
-    if let Ok(entries) = std::fs::read_dir(program::BPFFS) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if dead_owner(&name, "xdptest-")
-                && let Ok(instance) = Instance::new(&name)
-            {
-                let _ = program::remove_pins(&instance);
-            }
-        }
-    }
-    if let Ok(out) = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-    {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let name = line.split_whitespace().next().unwrap_or_default();
-            if dead_owner(name, "fwt-") {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", name])
-                    .status();
-            }
+    for prefix in ["xdptest-", "fwt-"] {
+        if let Err(e) = netns::remove_leftovers(prefix) {
+            eprintln!("removing what killed test runs left ({prefix}*): {e}");
         }
     }
 }

@@ -10,15 +10,11 @@
 //!   `ip netns exec`, which remounts `/sys` and so hides bpffs: the node could not pin its filter
 //!   where the tests (and `node firewall`) find it.
 
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use firewall::{Instance, program};
+use firewall::{Instance, netns, program};
 
 use super::LocalNet;
 
@@ -32,96 +28,40 @@ pub const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
 
 /// Runs `ip ARGS`, failing the test with its stderr when it fails.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = netns::ip(args) {
+        panic!("{e}");
+    }
 }
 
-/// Makes `cmd` run in namespace `ns` (network only: the mount namespace, and so bpffs, stay the
-/// host's), and die (SIGKILL) when the thread that spawns it ends.
+/// Makes `cmd` run in namespace `ns` and die when the thread that spawns it ends (see
+/// [`netns::exec_in`]).
 pub fn exec_in_netns(cmd: &mut Command, ns: &str) {
-    let file = File::open(format!("/run/netns/{ns}")).expect("the namespace exists");
-    // SAFETY: the closure runs in the forked child before exec and makes only two
-    // async-signal-safe system calls, on a descriptor opened before the fork (and closed at exec).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0
-                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    netns::exec_in(cmd, ns).expect("the namespace exists");
 }
 
 /// Runs `f` on a thread inside namespace `ns` and returns its result; a panic in `f` is the
 /// caller's.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        let thread = scope.spawn(|| {
-            firewall::netns::enter(ns).expect("entering the namespace");
-            f()
-        });
-        thread
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+    netns::in_netns(ns, f).expect("entering the namespace")
 }
 
 /// Kills the processes inside namespace `name` (never this one) and deletes it.
 pub fn delete_netns(name: &str) {
-    if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
-        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-            if let Ok(pid) = pid.parse::<libc::pid_t>()
-                && pid as u32 != std::process::id()
-            {
-                // SAFETY: kill has no memory preconditions; the pid runs in a namespace only
-                // these tests create.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
+    if let Err(e) = netns::delete(name) {
+        eprintln!("removing namespace {name}: {e}");
     }
-    let _ = Command::new("ip").args(["netns", "del", name]).output();
-}
-
-/// Whether `name` (`<prefix><pid>...`) belongs to a run whose process is gone.
-pub fn left_by_dead_run(prefix: &str, name: &str) -> bool {
-    name.strip_prefix(prefix)
-        .and_then(|rest| rest.split('-').next())
-        .and_then(|pid| pid.parse::<u32>().ok())
-        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Removes what killed runs of a test whose names start with `prefix` left behind: the
 /// processes in their namespaces, the namespaces, and their filter instances.
 pub fn remove_leftovers(prefix: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let name = line.split_whitespace().next().unwrap_or_default();
-            if left_by_dead_run(prefix, name) {
-                eprintln!("removing namespace {name} left by a killed run");
-                delete_netns(name);
+    match netns::remove_leftovers(prefix) {
+        Ok(removed) => {
+            for what in removed {
+                eprintln!("removed {what} left by a killed run");
             }
         }
-    }
-    if let Ok(entries) = std::fs::read_dir(program::BPFFS) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if left_by_dead_run(prefix, &name)
-                && let Ok(instance) = Instance::new(&name)
-            {
-                eprintln!("removing filter instance {name} left by a killed run");
-                let _ = program::detach(&instance);
-            }
-        }
+        Err(e) => eprintln!("removing what killed runs left: {e}"),
     }
 }
 
@@ -181,7 +121,7 @@ impl XdpNamespace {
     /// Moves the calling thread into the node's namespace: its sockets reach the node's
     /// loopback listeners from here on.
     pub fn enter_node_ns(&self) {
-        firewall::netns::enter(&self.node_ns).expect("entering the node's namespace");
+        netns::enter(&self.node_ns).expect("entering the node's namespace");
     }
 
     /// Runs `f` on a thread inside the node's namespace.
