@@ -2,7 +2,7 @@
 //! network of validators sharing one genesis.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -11,7 +11,6 @@ use types::{ChainId, Genesis, GenesisAccount, GenesisValidator, SecretKey};
 
 use node::api::admin::Token;
 use node::config::Config;
-
 
 /// Balance of each validator's account in a local genesis.
 const LOCAL_BALANCE: u64 = 1_000_000_000_000;
@@ -52,13 +51,9 @@ pub fn run(args: InitArgs) -> Result<()> {
     }
 }
 
-/// Creates a directory readable by its owner only (fine if it exists).
+/// Creates a directory only its owner may enter (fine if it exists).
 fn private_dir(path: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .with_context(|| format!("creating {}", path.display()))
+    Ok(node::secret::private_dir(path)?)
 }
 
 /// Loads the identity of `dir`, or creates it.

@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use types::SecretKey;
@@ -124,6 +124,18 @@ pub fn write_new(path: &Path, contents: &[u8]) -> Result<(), SecretFileError> {
     file.write_all(contents)
         .and_then(|()| file.sync_all())
         .map_err(write)
+}
+
+/// Creates a directory (and its parents) only its owner may enter; fine if it exists.
+pub fn private_dir(path: &Path) -> Result<(), SecretFileError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| SecretFileError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Reads an identity file: the Ed25519 seed as 64 hex digits, in a private file ([`read`]).
