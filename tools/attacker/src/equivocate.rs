@@ -66,6 +66,11 @@ pub struct EquivocateArgs {
     /// Stop after offending in this many (height, round, kind) slots.
     #[arg(long, default_value_t = 20)]
     max_offences: usize,
+    /// Double-vote at this many heights only. Each offending height costs a fifth of the stake,
+    /// and the stake is the chance of proposing: past these heights it only double-proposes,
+    /// at every turn it gets (0: never double-votes).
+    #[arg(long, default_value_t = 2)]
+    vote_heights: usize,
 }
 
 /// What an offence is made of.
@@ -100,6 +105,9 @@ pub struct Equivocator {
     chain: ChainId,
     /// The validator set proposers are drawn from, in the consensus crate's order.
     validators: Vec<context::Validator>,
+    /// Heights double-voted at (at most `max_vote_heights`).
+    vote_heights: BTreeSet<u64>,
+    max_vote_heights: usize,
     /// Slots offended in (at most `max_offences`).
     offended: BTreeSet<Slot>,
     max_offences: usize,
@@ -109,8 +117,14 @@ pub struct Equivocator {
 
 impl Equivocator {
     /// The equivocator holding `key` on `genesis`'s chain, signing in at most `max_offences`
-    /// slots. Fails when `key` is not a genesis validator.
-    pub fn new(key: SecretKey, genesis: &Genesis, max_offences: usize) -> Result<Equivocator> {
+    /// slots, double votes at no more than `max_vote_heights` heights. Fails when `key` is not a
+    /// genesis validator.
+    pub fn new(
+        key: SecretKey,
+        genesis: &Genesis,
+        max_offences: usize,
+        max_vote_heights: usize,
+    ) -> Result<Equivocator> {
         let me = key.public_key();
         let set = genesis
             .validator_set()
@@ -126,6 +140,8 @@ impl Equivocator {
             me,
             chain: genesis.chain_id.clone(),
             validators: Vec::new(),
+            vote_heights: BTreeSet::new(),
+            max_vote_heights,
             offended: BTreeSet::new(),
             max_offences,
             height: 0,
@@ -170,8 +186,10 @@ impl Equivocator {
         let mut offences = Vec::new();
         if let ConsensusMessage::Vote(v) = message
             && self.is_validator(&v.vote.validator)
+            && self.votes_at(height)
             && self.take((height, round, Some(v.vote.kind)))
         {
+            self.vote_heights.insert(height);
             let [a, b] = double_vote(&self.key, &self.chain, &v.vote);
             offences.push(Offence {
                 kind: OffenceKind::DoubleVote,
@@ -209,6 +227,11 @@ impl Equivocator {
                 .address
                 .0
                 == self.me
+    }
+
+    /// Whether it double-votes at `height`: one of its vote heights, or room for another.
+    fn votes_at(&self, height: u64) -> bool {
+        self.vote_heights.contains(&height) || self.vote_heights.len() < self.max_vote_heights
     }
 
     /// Claims a slot: false when it was offended in already or the bound is reached.
@@ -281,7 +304,8 @@ pub fn run(args: EquivocateArgs) -> Result<()> {
     };
     let genesis = read_genesis(&args.genesis)?;
     let key = node::secret::read_key(&args.key).context("reading the validator key")?;
-    let equivocator = Equivocator::new(key.clone(), &genesis, args.max_offences)?;
+    let equivocator =
+        Equivocator::new(key.clone(), &genesis, args.max_offences, args.vote_heights)?;
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .try_init();
     let runtime = args.run.enter()?;
@@ -658,7 +682,8 @@ mod tests {
     fn a_slot_is_offended_once_and_stale_slots_and_own_messages_never() {
         let (keys, genesis) = keys_and_genesis();
         let chain = genesis.chain_id.clone();
-        let mut e = Equivocator::new(keys[HONEST].clone(), &genesis, 100).expect("a validator");
+        let mut e =
+            Equivocator::new(keys[HONEST].clone(), &genesis, 100, 100).expect("a validator");
         let votes = |e: &mut Equivocator, m: &SignedVote| {
             e.on_message(&ConsensusMessage::Vote(m.clone()))
                 .into_iter()
@@ -687,13 +712,40 @@ mod tests {
     }
 
     #[test]
+    fn it_double_votes_at_its_first_vote_heights_only() {
+        let (keys, genesis) = keys_and_genesis();
+        let chain = genesis.chain_id.clone();
+        let mut e = Equivocator::new(keys[HONEST].clone(), &genesis, 100, 2).expect("a validator");
+        let mut voted_at = Vec::new();
+        for height in 10..15u64 {
+            for kind in [VoteKind::Prevote, VoteKind::Precommit] {
+                let mut seen = honest_vote(&keys[0], &chain, kind, None);
+                seen.vote.height = height;
+                let offences = e.on_message(&ConsensusMessage::Vote(seen));
+                if offences.iter().any(|o| o.kind == OffenceKind::DoubleVote) {
+                    voted_at.push((height, kind));
+                }
+            }
+        }
+        assert_eq!(
+            voted_at,
+            [
+                (10, VoteKind::Prevote),
+                (10, VoteKind::Precommit),
+                (11, VoteKind::Prevote),
+                (11, VoteKind::Precommit)
+            ]
+        );
+    }
+
+    #[test]
     fn it_proposes_twice_exactly_when_the_consensus_order_makes_it_proposer() {
         let (keys, genesis) = keys_and_genesis();
         let chain = genesis.chain_id.clone();
         let me = keys[HONEST].public_key();
         let set = genesis.validator_set().expect("a set");
         let order = context::ValidatorSet::from_chain(&set);
-        let mut e = Equivocator::new(keys[HONEST].clone(), &genesis, 1000).expect("a validator");
+        let mut e = Equivocator::new(keys[HONEST].clone(), &genesis, 1000, 0).expect("a validator");
         let mut proposals = 0;
         for height in 1..40u64 {
             let mut seen = honest_vote(&keys[0], &chain, VoteKind::Prevote, None);
@@ -725,7 +777,7 @@ mod tests {
     fn the_bound_stops_it_and_a_non_validator_key_is_refused() {
         let (keys, genesis) = keys_and_genesis();
         let chain = genesis.chain_id.clone();
-        let mut e = Equivocator::new(keys[HONEST].clone(), &genesis, 2).expect("a validator");
+        let mut e = Equivocator::new(keys[HONEST].clone(), &genesis, 2, 2).expect("a validator");
         for kind in [VoteKind::Prevote, VoteKind::Precommit] {
             let seen = honest_vote(&keys[0], &chain, kind, None);
             e.on_message(&ConsensusMessage::Vote(seen));
@@ -735,7 +787,7 @@ mod tests {
         seen.vote.round = 5;
         assert!(e.on_message(&ConsensusMessage::Vote(seen)).is_empty());
         let stranger = SecretKey::from_seed([77; 32]);
-        let err = Equivocator::new(stranger, &genesis, 2)
+        let err = Equivocator::new(stranger, &genesis, 2, 2)
             .err()
             .expect("refused");
         assert!(err.to_string().contains("not a validator"), "{err}");
