@@ -63,6 +63,48 @@ pub enum ConfigError {
     },
 }
 
+/// Why a genesis file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisFileError {
+    /// The file could not be read.
+    #[error("cannot read the genesis file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not a valid genesis (too large, not TOML of the genesis shape, inconsistent).
+    #[error("the genesis file {path} is invalid")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: types::GenesisError,
+    },
+}
+
+/// Reads and checks a genesis file, reading at most one byte more than a genesis may have
+/// ([`types::limits::MAX_GENESIS_FILE_BYTES`]); returns the genesis and the file's text.
+pub fn read_genesis(path: &Path) -> Result<(types::Genesis, String), GenesisFileError> {
+    use std::io::Read;
+    let read = |source| GenesisFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(types::limits::MAX_GENESIS_FILE_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(read)?;
+    let genesis = types::Genesis::from_toml(&text).map_err(|source| GenesisFileError::Invalid {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((genesis, text))
+}
+
 /// Everything `node run` needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

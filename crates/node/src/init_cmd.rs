@@ -98,10 +98,7 @@ fn single(args: &InitArgs) -> Result<()> {
     let (key, created) = identity(&dir)?;
     admin_token(&dir)?;
     if let Some(genesis) = &args.genesis {
-        let text = std::fs::read_to_string(genesis)
-            .with_context(|| format!("reading {}", genesis.display()))?;
-        Genesis::from_toml(&text)
-            .with_context(|| format!("parsing the genesis file {}", genesis.display()))?;
+        let (_, text) = node::config::read_genesis(genesis)?;
         write_new(&dir.join("genesis.toml"), &text, 0o644)?;
     }
     let config_path = dir.join("node.toml");

@@ -282,14 +282,9 @@ fn identity(config: &Config) -> Result<SecretKey> {
 pub fn run(args: RunArgs) -> Result<()> {
     let config = args.config()?;
     let genesis_path = config.genesis_path();
-    let text = std::fs::read_to_string(&genesis_path).with_context(|| {
-        format!(
-            "reading the genesis file {} (`node init --validators N` makes a local one; `node init --genesis FILE` copies the chain's)",
-            genesis_path.display()
-        )
-    })?;
-    let genesis = Genesis::from_toml(&text)
-        .with_context(|| format!("parsing the genesis file {}", genesis_path.display()))?;
+    let (genesis, _) = node::config::read_genesis(&genesis_path).context(
+        "no usable genesis (`node init --validators N` makes a local one; `node init --genesis FILE` copies the chain's)",
+    )?;
     let listen = parse_addrs("p2p.listen", &config.p2p.listen)?;
     let peers = parse_addrs("p2p.peers", &config.p2p.peers)?;
     log::info!(
