@@ -100,18 +100,12 @@ impl Tally {
 
 fn check(args: &ConnectArgs) -> Result<()> {
     args.run.check()?;
-    if args.connections == 0 || args.connections > CONNECTIONS_MAX {
-        bail!(
-            "--connections {} is out of range: 1 to {CONNECTIONS_MAX}",
-            args.connections
-        );
-    }
-    if args.rate == 0 || args.rate > RATE_MAX {
-        bail!(
-            "--rate {} is out of range: 1 to {RATE_MAX} per second",
-            args.rate
-        );
-    }
+    peer::in_range(
+        "--connections",
+        u64::from(args.connections),
+        u64::from(CONNECTIONS_MAX),
+    )?;
+    peer::in_range("--rate", u64::from(args.rate), u64::from(RATE_MAX))?;
     let tcp = args
         .target
         .iter()
@@ -205,7 +199,10 @@ fn note(tally: &mut Tally, messages: &mut BTreeSet<String>, outcome: &Outcome, s
         _ => {}
     }
     let settled = tally.settled();
-    if settled > 0 && settled.is_multiple_of(10) && !matches!(outcome, Outcome::Closed) {
+    if settled > 0
+        && settled.is_multiple_of(peer::PROGRESS_EVERY)
+        && !matches!(outcome, Outcome::Closed)
+    {
         eprintln!(
             "{at:.3}s: {} attempted, {} established, {} refused, {} unanswered, {} closed",
             tally.attempted, tally.established, tally.refused, tally.unanswered, tally.closed

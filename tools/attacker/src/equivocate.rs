@@ -7,35 +7,30 @@
 //! # Design
 //! [`Equivocator`] is sans-IO: consensus messages in, conflicting pairs out, with the slots it
 //! has offended in (so each slot is offended once) and the validator set it draws proposers
-//! from. [`run`] wires it to a [`Network`] and publishes the pairs exactly as an honest node's
+//! from. [`run`] wires it to a [`Peer`] and publishes the pairs exactly as an honest node's
 //! runtime publishes its own messages.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use consensus::ConsensusMessage;
 use consensus::context::{self, proposer_index};
+use p2p::Multiaddr;
 use p2p::gossip::{Gossip, TopicKind};
-use p2p::network::{NetworkEvent, Validation, peer_of};
-use p2p::sync::{Status, SyncRequest, SyncResponse};
-use p2p::{Multiaddr, Network, NetworkConfig};
-use storage::MemStore;
+use p2p::network::NetworkEvent;
 use tokio::sync::watch;
 use types::{
     ChainId, Domain, Encode, Genesis, Hash, Proposal, PublicKey, SecretKey, SignedProposal,
     SignedVote, Tag, Vote, VoteKind,
 };
 
-use crate::peer::{RunArgs, read_genesis};
+use crate::peer::{self, Peer, RunArgs, read_genesis};
 
 /// Most offending slots one run may sign.
-const OFFENCES_MAX: usize = 10_000;
-/// Peers not connected are re-dialled this often.
-const REDIAL_EVERY: Duration = Duration::from_secs(1);
+const OFFENCES_MAX: u64 = 10_000;
 /// The validator set is read from `--api` this often.
 const VALIDATORS_EVERY: Duration = Duration::from_secs(1);
 /// One `/v1/validators` request fails after this long.
@@ -295,9 +290,11 @@ struct Tally {
 /// Runs `attacker equivocate`.
 pub fn run(args: EquivocateArgs) -> Result<()> {
     args.run.check()?;
-    if args.max_offences == 0 || args.max_offences > OFFENCES_MAX {
-        bail!("--max-offences takes 1 to {OFFENCES_MAX}");
-    }
+    peer::in_range(
+        "--max-offences",
+        u64::try_from(args.max_offences).unwrap_or(u64::MAX),
+        OFFENCES_MAX,
+    )?;
     let api = match &args.api {
         Some(url) => Some(validators_url(url)?),
         None => None,
@@ -310,13 +307,13 @@ pub fn run(args: EquivocateArgs) -> Result<()> {
         .try_init();
     let runtime = args.run.enter()?;
     let started = Instant::now();
-    let tally = runtime.block_on(attack(&args, &genesis, &key, equivocator, api))?;
+    let tally = runtime.block_on(attack(&args, &genesis, key, equivocator, api))?;
     let json = serde_json::json!({
         "attack": "equivocate",
         "double_votes": tally.double_votes,
         "double_proposals": tally.double_proposals,
         "heights": tally.heights,
-        "secs": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "secs": peer::secs_since(started),
     });
     println!("{json}");
     Ok(())
@@ -332,63 +329,45 @@ fn validators_url(api: &str) -> Result<reqwest::Url> {
         .with_context(|| format!("--api {api:?}"))
 }
 
+/// Joins the network as `key` and double-signs until the bound, the deadline or the end.
 async fn attack(
     args: &EquivocateArgs,
     genesis: &Genesis,
-    key: &SecretKey,
+    key: SecretKey,
     mut equivocator: Equivocator,
     api: Option<reqwest::Url>,
 ) -> Result<Tally> {
-    let config = NetworkConfig {
-        bootstrap: args.peers.clone(),
-        kademlia: false,
-        ..NetworkConfig::default()
-    };
-    let mut network = Network::new(
-        key,
-        genesis.chain_id.clone(),
-        Arc::new(MemStore::new()),
-        config,
-        None,
-    )
-    .context("starting the attacker's network")?;
-    // Peers ask every node they meet for its status: a node at genesis is never synced from.
-    let status = Status {
-        genesis: genesis.hash(),
-        height: 0,
-        tip: genesis.hash(),
-    };
+    let mut peer = Peer::start_with(key, genesis, args.peers.clone())?;
     let (set_tx, mut set_rx) = watch::channel(None);
     if let Some(url) = api {
         tokio::spawn(follow_validators(url, set_tx));
     }
-    let started = Instant::now();
     eprintln!(
         "equivocating as {} (peer {}) for up to {:?} or {} slots",
-        key.public_key(),
-        network.local_peer_id(),
+        peer.key.public_key(),
+        peer.network.local_peer_id(),
         args.run.duration,
         args.max_offences
     );
     let mut tally = Tally::default();
-    let mut redial = tokio::time::interval(REDIAL_EVERY);
+    let mut redial = tokio::time::interval(peer::REDIAL_EVERY);
     let deadline = tokio::time::sleep(args.run.duration);
     tokio::pin!(deadline);
     while !equivocator.exhausted() {
         tokio::select! {
             _ = &mut deadline => break,
-            _ = redial.tick() => redial_lost(&mut network, &args.peers),
+            _ = redial.tick() => peer.redial_if_lost(),
             Ok(()) = set_rx.changed() => {
                 if let Some(set) = set_rx.borrow_and_update().as_ref() {
                     equivocator.set_validators(set);
                 }
             }
-            event = network.next() => {
-                let Some(message) = serve(&mut network, event, status, started) else {
+            event = peer.network.next() => {
+                let Some(message) = consensus_message(&mut peer, event) else {
                     continue;
                 };
                 for offence in equivocator.on_message(&message) {
-                    publish(&mut network, &offence, &mut tally, started);
+                    publish(&mut peer, &offence, &mut tally);
                 }
             }
         }
@@ -398,78 +377,47 @@ async fn attack(
     loop {
         tokio::select! {
             _ = &mut linger => break,
-            event = network.next() => {
-                serve(&mut network, event, status, started);
+            event = peer.network.next() => {
+                consensus_message(&mut peer, event);
             }
         }
     }
     eprintln!(
-        "{:?}: stopped after {} double votes and {} double proposals",
-        started.elapsed(),
+        "{:.3}s: stopped after {} double votes and {} double proposals",
+        peer.secs(),
         tally.double_votes,
         tally.double_proposals
     );
     Ok(tally)
 }
 
-/// Answers a network event like an honest relay at genesis; returns a consensus message to
-/// look at, if the event carried one.
-fn serve(
-    network: &mut Network,
-    event: NetworkEvent,
-    status: Status,
-    started: Instant,
-) -> Option<ConsensusMessage> {
-    match event {
-        NetworkEvent::Gossip { from, id, gossip } => {
-            network.validated(&id, from, gossip.kind(), Validation::Accept);
-            match gossip {
-                Gossip::Consensus(message) => return Some(message),
-                Gossip::Transaction(_) | Gossip::Block(_) => {}
-            }
+/// Handles a network event as [`Peer::handle`] does (an honest relay at genesis); returns the
+/// consensus message to look at, if the event carried one.
+fn consensus_message(peer: &mut Peer, event: NetworkEvent) -> Option<ConsensusMessage> {
+    match peer.handle(event)? {
+        NetworkEvent::Gossip {
+            gossip: Gossip::Consensus(message),
+            ..
+        } => Some(message),
+        NetworkEvent::Banned(ban) => {
+            eprintln!(
+                "{:.3}s: the attacker banned {:?}: {}",
+                peer.secs(),
+                ban.target,
+                ban.detail
+            );
+            None
         }
-        NetworkEvent::SyncRequest {
-            request, channel, ..
-        } => {
-            let response = match request {
-                SyncRequest::Status => SyncResponse::Status(status),
-                SyncRequest::Blocks { .. } => SyncResponse::Blocks(Vec::new()),
-            };
-            network.respond(channel, response);
-        }
-        NetworkEvent::Connected(peer) => eprintln!("{:?}: connected to {peer}", started.elapsed()),
-        NetworkEvent::Disconnected(peer) => {
-            eprintln!("{:?}: disconnected from {peer}", started.elapsed());
-        }
-        NetworkEvent::Banned(ban) => eprintln!(
-            "{:?}: the attacker banned {:?}: {}",
-            started.elapsed(),
-            ban.target,
-            ban.detail
-        ),
-        NetworkEvent::SyncResponse { .. }
-        | NetworkEvent::SyncFailed { .. }
-        | NetworkEvent::Unbanned(_) => {}
-    }
-    None
-}
-
-/// Dials every `--peer` whose peer id is not connected.
-fn redial_lost(network: &mut Network, peers: &[Multiaddr]) {
-    let connected = network.connected_peers();
-    for addr in peers {
-        if peer_of(addr).is_none_or(|peer| !connected.contains(&peer)) {
-            network.dial(addr.clone());
-        }
+        _ => None,
     }
 }
 
 /// Publishes both messages of an offence on the consensus topic, as honest nodes do.
-fn publish(network: &mut Network, offence: &Offence, tally: &mut Tally, started: Instant) {
+fn publish(peer: &mut Peer, offence: &Offence, tally: &mut Tally) {
     let sent = offence
         .pair
         .iter()
-        .filter(|m| network.publish(TopicKind::Consensus, m.to_bytes()))
+        .filter(|m| peer.network.publish(TopicKind::Consensus, m.to_bytes()))
         .count();
     let what = match offence.kind {
         OffenceKind::DoubleVote => "double vote",
@@ -477,8 +425,8 @@ fn publish(network: &mut Network, offence: &Offence, tally: &mut Tally, started:
     };
     if sent < offence.pair.len() {
         eprintln!(
-            "{:?}: {what} at height {} round {}: only {sent} of 2 published (no peers?)",
-            started.elapsed(),
+            "{:.3}s: {what} at height {} round {}: only {sent} of 2 published (no peers?)",
+            peer.secs(),
             offence.height,
             offence.round
         );
@@ -494,8 +442,8 @@ fn publish(network: &mut Network, offence: &Offence, tally: &mut Tally, started:
         _ => String::new(),
     };
     eprintln!(
-        "{:?}: {what}{detail} at height {} round {}",
-        started.elapsed(),
+        "{:.3}s: {what}{detail} at height {} round {}",
+        peer.secs(),
         offence.height,
         offence.round
     );

@@ -1,30 +1,40 @@
 //! `attacker flood`: bounded floods of crafted frames (spoofed UDP, TCP SYNs, undersized QUIC
 //! Initials) sent out of an interface of one of the lab's namespaces.
 
-use std::{net::IpAddr, time::Duration};
+use std::net::IpAddr;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use firewall::frames::{Packet, quic_initial, tcp_flags};
 use ipnet::IpNet;
+use serde_json::json;
 
+use crate::peer::RunArgs;
 use crate::{packet, xdp};
 
 /// Most packets one run may send.
 const PACKETS_MAX: u64 = 100_000_000;
-/// Longest run.
-const DURATION_MAX: Duration = Duration::from_secs(600);
 /// Distinct source addresses cycled through, at most.
 const SOURCES_MAX: usize = xdp::SOURCES_MAX;
-/// Source ports are `SPORT_BASE + index of the source` (the generator does the same).
+/// Source ports are `SPORT_BASE + index of the source` (the generator does the same), modulo
+/// [`SPORTS`].
 const SPORT_BASE: u16 = 10_000;
+/// Distinct source ports, at most: `SPORT_BASE + SPORTS` stays under 65536.
+const SPORTS: usize = 50_000;
+/// Bytes of the undersized QUIC Initials (`--kind quic-short`): RFC 9000 pads a client's
+/// Initial to at least 1200.
+const QUIC_SHORT_BYTES: usize = 200;
+
+/// Shortest run the rates are computed over, seconds (a flood of no time at all divides by it).
+const SECS_MIN: f64 = 1e-9;
 
 /// Options of `attacker flood`.
 #[derive(Args)]
 pub struct FloodArgs {
-    /// Network namespace to send from (a name from `ip netns`).
-    #[arg(long)]
-    netns: Option<String>,
+    /// `--netns` (the namespace to send from) and `--duration` (stop after this long).
+    #[command(flatten)]
+    run: RunArgs,
     /// Interface to send through.
     #[arg(long)]
     iface: String,
@@ -49,9 +59,6 @@ pub struct FloodArgs {
     /// Stop after this many packets.
     #[arg(long, default_value_t = 1_000_000)]
     packets: u64,
-    /// Stop after this long.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
     /// Packets per second (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     pps: u64,
@@ -101,7 +108,7 @@ enum Kind {
     Udp,
     /// TCP SYNs.
     Syn,
-    /// QUIC v1 Initials padded to only 200 bytes (RFC 9000 requires 1200).
+    /// QUIC v1 Initials padded to only 200 bytes (RFC 9000 requires 1200): [`QUIC_SHORT_BYTES`].
     QuicShort,
 }
 
@@ -138,7 +145,7 @@ fn sources(args: &FloodArgs) -> Result<Vec<IpAddr>> {
 
 /// The frame sent from the `index`th source.
 fn frame(args: &FloodArgs, dst_mac: [u8; 6], src: IpAddr, index: usize) -> Vec<u8> {
-    let sport = SPORT_BASE + (index % 50_000) as u16;
+    let sport = SPORT_BASE + (index % SPORTS) as u16;
     let mut p = match args.kind {
         Kind::Udp => Packet::udp(
             src,
@@ -148,10 +155,42 @@ fn frame(args: &FloodArgs, dst_mac: [u8; 6], src: IpAddr, index: usize) -> Vec<u
             &vec![0x5a; args.payload],
         ),
         Kind::Syn => Packet::tcp(src, args.dst, sport, args.dst_port, tcp_flags::SYN),
-        Kind::QuicShort => Packet::udp(src, args.dst, sport, args.dst_port, &quic_initial(200)),
+        Kind::QuicShort => Packet::udp(
+            src,
+            args.dst,
+            sport,
+            args.dst_port,
+            &quic_initial(QUIC_SHORT_BYTES),
+        ),
     };
     p.dst_mac = dst_mac;
     p.build()
+}
+
+/// What a flood prints on stdout: `sent N packets in S.SSs (P pps)`, then, when the engine
+/// reports it, `IFACE counted T out (P pps): the frames its peer took`, and last the JSON summary
+/// `{"attack":"flood","sent":N,"secs":S,"pps":P[,"taken":T]}`. The benches and the lab parse the
+/// first line: keep its form.
+fn summary_lines(iface: &str, report: &Report) -> Vec<String> {
+    let secs = report.took.as_secs_f64().max(SECS_MIN);
+    let sent = report.sent;
+    let pps = sent as f64 / secs;
+    let mut lines = vec![format!("sent {sent} packets in {secs:.2}s ({pps:.0} pps)")];
+    let mut summary = json!({
+        "attack": "flood",
+        "sent": sent,
+        "secs": (secs * 1000.0).round() / 1000.0,
+        "pps": pps.round() as u64,
+    });
+    if let Some(taken) = report.taken {
+        lines.push(format!(
+            "{iface} counted {taken} out ({:.0} pps): the frames its peer took",
+            taken as f64 / secs
+        ));
+        summary["taken"] = json!(taken);
+    }
+    lines.push(summary.to_string());
+    lines
 }
 
 fn ifindex(iface: &str) -> Result<u32> {
@@ -183,12 +222,13 @@ fn pin_to(cpu: usize) -> Result<()> {
 
 /// Runs `attacker flood`.
 pub fn run(args: FloodArgs) -> Result<()> {
-    if args.packets > PACKETS_MAX || args.duration > DURATION_MAX {
-        bail!("a flood is bounded to {PACKETS_MAX} packets and {DURATION_MAX:?}");
+    args.run.check()?;
+    if args.packets > PACKETS_MAX {
+        bail!("a flood is bounded to {PACKETS_MAX} packets");
     }
     let bounds = Bounds {
         packets: args.packets,
-        duration: args.duration,
+        duration: args.run.duration,
         pps: args.pps,
     };
     if let Some(cpu) = args.cpu {
@@ -196,7 +236,7 @@ pub fn run(args: FloodArgs) -> Result<()> {
     }
     // This thread sends, so it is the one that enters the namespace: the interface's ifindex
     // (and, for the xdp engine, the DevMap entry) are resolved in the caller's namespace.
-    if let Some(ns) = &args.netns {
+    if let Some(ns) = &args.run.netns {
         firewall::netns::enter(ns)?;
     }
     let dst_mac = parse_mac(&args.dst_mac)?;
@@ -216,18 +256,72 @@ pub fn run(args: FloodArgs) -> Result<()> {
             xdp::flood(&args.iface, ifindex, &template, &sources, &bounds)?
         }
     };
-    let secs = report.took.as_secs_f64().max(1e-9);
-    let sent = report.sent;
-    println!(
-        "sent {sent} packets in {secs:.2}s ({:.0} pps)",
-        sent as f64 / secs
-    );
-    if let Some(taken) = report.taken {
-        println!(
-            "{} counted {taken} out ({:.0} pps): the frames its peer took",
-            args.iface,
-            taken as f64 / secs
-        );
+    for line in summary_lines(&args.iface, &report) {
+        println!("{line}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `attacker flood`'s options alone.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: FloodArgs,
+    }
+
+    fn parse(extra: &[&str]) -> FloodArgs {
+        let base = [
+            "flood", "--iface", "veth0", "--src", "10.0.0.1", "--dst", "10.0.0.2",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra))
+            .expect("valid options")
+            .args
+    }
+
+    #[test]
+    fn the_common_options_are_checked() {
+        let args = parse(&["--netns", "lab", "--duration", "2s"]);
+        assert_eq!(args.run.netns.as_deref(), Some("lab"));
+        assert_eq!(args.run.duration, Duration::from_secs(2));
+        assert!(args.run.check().is_ok());
+        assert!(parse(&["--duration", "0s"]).run.check().is_err());
+        assert!(parse(&["--duration", "11m"]).run.check().is_err());
+        let e = run(parse(&["--duration", "0s"])).expect_err("zero duration");
+        assert!(format!("{e:#}").contains("--duration"), "{e:#}");
+        let e = run(parse(&["--packets", &(PACKETS_MAX + 1).to_string()])).expect_err("bound");
+        assert!(format!("{e:#}").contains("packets"), "{e:#}");
+    }
+
+    #[test]
+    fn the_human_lines_come_first_and_the_json_summary_last() {
+        let mut report = Report {
+            sent: 40_000,
+            took: Duration::from_secs(8),
+            taken: None,
+        };
+        let lines = summary_lines("veth0", &report);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0], "sent 40000 packets in 8.00s (5000 pps)");
+        let json: serde_json::Value = serde_json::from_str(&lines[1]).expect("JSON");
+        assert_eq!(
+            json,
+            json!({"attack": "flood", "sent": 40_000, "secs": 8.0, "pps": 5000})
+        );
+        report.taken = Some(20_000);
+        let lines = summary_lines("veth0", &report);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], "sent 40000 packets in 8.00s (5000 pps)");
+        assert_eq!(
+            lines[1],
+            "veth0 counted 20000 out (2500 pps): the frames its peer took"
+        );
+        let json: serde_json::Value = serde_json::from_str(&lines[2]).expect("JSON");
+        assert_eq!(json["taken"], 20_000);
+    }
 }

@@ -170,7 +170,7 @@ async fn attack(args: &GossipArgs, genesis: &types::Genesis) -> Result<()> {
                     let bytes = message(args.kind, &peer.key, &genesis.chain_id, published);
                     if peer.network.publish(topic, bytes) {
                         published += 1;
-                        if published == 1 || published == args.count || published % 10 == 0 {
+                        if published == 1 || published == args.count || published.is_multiple_of(peer::PROGRESS_EVERY) {
                             eprintln!(
                                 "{:.3}s: published {published} {} messages",
                                 peer.secs(),

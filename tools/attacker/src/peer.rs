@@ -1,9 +1,8 @@
 //! What the libp2p attacks share: the common options (`--netns`, `--duration`), the namespace and
 //! runtime they run in, the genesis, and [`Peer`], a libp2p peer that behaves like an honest node
-//! at genesis (it answers sync requests, accepts gossip) and re-dials its target while not
-//! connected, so that the only offence the target sees is the attack itself.
+//! at genesis (it answers sync requests, accepts gossip) and re-dials its targets while not
+//! connected, so that the only offence the targets see is the attack itself.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,11 +17,12 @@ use types::{Genesis, SecretKey};
 
 /// Longest run of any attack.
 pub const DURATION_MAX: Duration = Duration::from_secs(600);
-/// Largest genesis file read, bytes (the chain's own bound on the file).
-const GENESIS_FILE_MAX_BYTES: usize = types::limits::MAX_GENESIS_FILE_BYTES;
 /// While not connected, the target is re-dialled this often: once the attacker is banned, these
 /// are the SYNs the kernel drops.
 pub const REDIAL_EVERY: Duration = Duration::from_millis(500);
+/// A progress line goes to stderr every this many units of an attack's work (messages published,
+/// transactions replayed, dials settled).
+pub const PROGRESS_EVERY: u64 = 10;
 
 /// Options every attack takes.
 #[derive(Args, Debug, Clone)]
@@ -96,15 +96,9 @@ pub fn in_range(flag: &str, value: u64, max: u64) -> Result<()> {
     Ok(())
 }
 
-/// Reads and checks a genesis file.
+/// Reads and checks a genesis file, with the node's own rules.
 pub fn read_genesis(path: &Path) -> Result<Genesis> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot read the genesis file {}", path.display()))?;
-    let mut text = String::new();
-    file.take(GENESIS_FILE_MAX_BYTES as u64 + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("cannot read the genesis file {}", path.display()))?;
-    Genesis::from_toml(&text).with_context(|| format!("{} is not a valid genesis", path.display()))
+    Ok(node::config::read_genesis(path)?.0)
 }
 
 /// Seconds since `started`, rounded to milliseconds (for the summary).
@@ -112,19 +106,21 @@ pub fn secs_since(started: Instant) -> f64 {
     (started.elapsed().as_millis() as f64) / 1000.0
 }
 
-/// A libp2p peer with a fresh identity, honest in everything but what the attack sends.
+/// A libp2p peer, honest in everything but what the attack sends.
 pub struct Peer {
     /// The network (publish and request through it).
     pub network: Network,
     /// The key of the peer's identity (it also signs the attack's messages).
     pub key: SecretKey,
-    target: Multiaddr,
+    /// The peers it dials, and re-dials while they are not connected.
+    targets: Vec<Multiaddr>,
+    /// The first target's peer id: from its address, or the first peer that connected.
     target_peer: Option<PeerId>,
     /// The status it answers with: a node at genesis.
     status: Status,
     started: Instant,
     last_dial: Instant,
-    /// Connections opened to the target.
+    /// Connections opened to the targets.
     pub connections: u64,
     /// Dials made after the first, while not connected.
     pub redials: u64,
@@ -133,9 +129,14 @@ pub struct Peer {
 impl Peer {
     /// Starts the network with a fresh key and dials `target`. Must run inside the runtime.
     pub fn start(genesis: &Genesis, target: Multiaddr) -> Result<Peer> {
-        let key = SecretKey::generate();
+        Peer::start_with(SecretKey::generate(), genesis, vec![target])
+    }
+
+    /// Starts the network with the identity `key` and dials every one of `targets`. Must run
+    /// inside the runtime.
+    pub fn start_with(key: SecretKey, genesis: &Genesis, targets: Vec<Multiaddr>) -> Result<Peer> {
         let config = NetworkConfig {
-            // Dialled here, on its own schedule, rather than as a bootstrap peer.
+            // Dialled here, on its own schedule, rather than as bootstrap peers.
             bootstrap: Vec::new(),
             kademlia: false,
             mdns: false,
@@ -150,17 +151,23 @@ impl Peer {
         )
         .context("starting the attacker's libp2p network")?;
         let started = Instant::now();
+        let list: Vec<String> = targets.iter().map(Multiaddr::to_string).collect();
         eprintln!(
-            "attacker peer {} dialling {target}",
-            network.local_peer_id()
+            "attacker peer {} dialling {}",
+            network.local_peer_id(),
+            list.join(", ")
         );
-        network.dial(target.clone());
+        for target in &targets {
+            network.dial(target.clone());
+        }
         let hash = genesis.hash();
         Ok(Peer {
             network,
             key,
-            target_peer: peer_of(&target),
-            target,
+            target_peer: targets.first().and_then(peer_of),
+            targets,
+            // Peers ask every node they meet for its status: a node at genesis is never synced
+            // from.
             status: Status {
                 genesis: hash,
                 height: 0,
@@ -173,12 +180,12 @@ impl Peer {
         })
     }
 
-    /// The target's peer id: from `--peer`, or the first peer that connected.
+    /// The first target's peer id: from its address, or the first peer that connected.
     pub fn target_peer(&self) -> Option<PeerId> {
         self.target_peer
     }
 
-    /// Whether the target is connected.
+    /// Whether the first target is connected.
     pub fn connected(&self) -> bool {
         match self.target_peer {
             Some(peer) => self.network.connected_peers().contains(&peer),
@@ -191,25 +198,46 @@ impl Peer {
         secs_since(self.started)
     }
 
-    /// Re-dials the target when it is not connected and the last dial is [`REDIAL_EVERY`] old.
+    /// Whether `target` needs a dial: its peer id (from its address) is not connected, or, for
+    /// an address without one, the first target is not connected.
+    fn lost(&self, target: &Multiaddr, connected: &[PeerId]) -> bool {
+        match peer_of(target) {
+            Some(peer) => !connected.contains(&peer),
+            None => !self.connected(),
+        }
+    }
+
+    /// Re-dials the targets that are not connected, when the last dial is [`REDIAL_EVERY`] old.
     pub fn redial_if_lost(&mut self) {
-        if !self.network.connected_peers().is_empty() || self.last_dial.elapsed() < REDIAL_EVERY {
+        if self.last_dial.elapsed() < REDIAL_EVERY {
+            return;
+        }
+        let connected = self.network.connected_peers();
+        let lost: Vec<Multiaddr> = self
+            .targets
+            .iter()
+            .filter(|target| self.lost(target, &connected))
+            .cloned()
+            .collect();
+        if lost.is_empty() {
             return;
         }
         self.last_dial = Instant::now();
-        self.redials += 1;
-        self.network.dial(self.target.clone());
+        for target in lost {
+            self.redials += 1;
+            self.network.dial(target);
+        }
     }
 
     /// Handles what an honest node would: accepts gossip, answers sync requests like a node at
-    /// genesis, counts connections. Returns the events the attack may care about (connections,
-    /// sync answers, failures).
+    /// genesis, counts connections. Returns the events the attack may care about: the gossip
+    /// (already accepted), connections, sync answers, failures, bans.
     pub fn handle(&mut self, event: NetworkEvent) -> Option<NetworkEvent> {
         match event {
             NetworkEvent::Gossip { from, id, gossip } => {
                 self.network
                     .validated(&id, from, gossip.kind(), Validation::Accept);
-                None
+                Some(NetworkEvent::Gossip { from, id, gossip })
             }
             NetworkEvent::SyncRequest {
                 request, channel, ..
@@ -270,7 +298,7 @@ mod tests {
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, "chain_id = 5").expect("write");
         let e = read_genesis(&bad).expect_err("not a genesis");
-        assert!(format!("{e:#}").contains("is not a valid genesis"));
+        assert!(format!("{e:#}").contains("is invalid"));
     }
 
     #[test]

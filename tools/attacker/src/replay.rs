@@ -19,7 +19,6 @@ use p2p::network::NetworkEvent;
 use p2p::sync::{SyncRequest, SyncResponse};
 use p2p::{PeerId, SyncLimits};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use types::{Encode, Genesis, SignedTransaction};
 
@@ -34,8 +33,8 @@ const RATE_MAX: u32 = 1000;
 const SYNC_REQUESTS_MAX: u32 = 16;
 /// One API request fails after this long (connect, send, read).
 const API_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest API answer read, bytes (an error answer is a few hundred).
-const API_ANSWER_MAX_BYTES: u64 = 64 * 1024;
+/// Largest API answer body read, bytes (an error answer is a few hundred).
+const API_ANSWER_MAX_BYTES: usize = 64 * 1024;
 /// After the last replay the peer stays this long, so the last gossip leaves.
 const LINGER: Duration = Duration::from_millis(500);
 /// How often the loop checks the connection and retries a lost request.
@@ -234,6 +233,10 @@ async fn attack(args: &ReplayArgs, genesis: &Genesis) -> Result<()> {
     let mut posts: JoinSet<Result<(u16, Option<String>), String>> = JoinSet::new();
     let mut api = ApiTally::default();
     let mut done_at: Option<tokio::time::Instant> = None;
+    let api_client = match args.api {
+        Some(addr) => Some(api_client(addr)?),
+        None => None,
+    };
     loop {
         let fetched = fetcher.state == Fetch::Done;
         tokio::select! {
@@ -281,10 +284,12 @@ async fn attack(args: &ReplayArgs, genesis: &Genesis) -> Result<()> {
                 } else {
                     gossip_failed += 1;
                 }
-                if let Some(addr) = args.api {
-                    posts.spawn(post_transaction(addr, bytes));
+                if let Some((client, url)) = &api_client {
+                    posts.spawn(post_transaction(client.clone(), url.clone(), bytes));
                 }
-                if replayed == fetcher.txs.len() || replayed.is_multiple_of(10) {
+                if replayed == fetcher.txs.len()
+                    || (replayed as u64).is_multiple_of(peer::PROGRESS_EVERY)
+                {
                     eprintln!(
                         "{:.3}s: replayed {replayed} of {}",
                         peer.secs(),
@@ -332,49 +337,58 @@ async fn attack(args: &ReplayArgs, genesis: &Genesis) -> Result<()> {
     Ok(())
 }
 
-/// `POST /v1/transactions` with `{"tx": "<hex>"}` over a fresh connection: the status and the
-/// refusal reason, if any.
-async fn post_transaction(addr: SocketAddr, tx: Vec<u8>) -> Result<(u16, Option<String>), String> {
-    let body = json!({ "tx": hex::encode(tx) }).to_string();
-    let request = format!(
-        "POST /v1/transactions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream
-            .take(API_ANSWER_MAX_BYTES)
-            .read_to_end(&mut answer)
-            .await?;
-        Ok::<_, std::io::Error>(answer)
-    };
-    let answer = tokio::time::timeout(API_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("{addr}: no answer within {API_TIMEOUT:?}"))?
-        .map_err(|e| format!("{addr}: {e}"))?;
-    parse_answer(&answer).ok_or_else(|| format!("{addr}: unreadable HTTP answer"))
+/// The HTTP client for the API at `addr` (bounded by [`API_TIMEOUT`], no proxy), and the URL
+/// of its `/v1/transactions`.
+fn api_client(addr: SocketAddr) -> Result<(reqwest::Client, reqwest::Url)> {
+    let client = reqwest::Client::builder()
+        .timeout(API_TIMEOUT)
+        .no_proxy()
+        .build()
+        .context("making the HTTP client for --api")?;
+    let url = reqwest::Url::parse(&format!("http://{addr}/v1/transactions"))
+        .with_context(|| format!("--api http://{addr}"))?;
+    Ok((client, url))
 }
 
-/// The status of an HTTP/1.1 answer and, for an error, its `error.reason` (or `error.code`).
-fn parse_answer(answer: &[u8]) -> Option<(u16, Option<String>)> {
-    let text = String::from_utf8_lossy(answer);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let reason = if (200..300).contains(&status) {
-        None
-    } else {
-        serde_json::from_str::<Value>(body).ok().and_then(|v| {
-            let error = &v["error"];
-            error["reason"]
-                .as_str()
-                .or_else(|| error["code"].as_str())
-                .map(str::to_string)
-        })
-    };
-    Some((status, reason))
+/// `POST /v1/transactions` with `{"tx": "<hex>"}`: the status and the refusal reason, if any.
+/// The answer's body is read up to [`API_ANSWER_MAX_BYTES`].
+async fn post_transaction(
+    client: reqwest::Client,
+    url: reqwest::Url,
+    tx: Vec<u8>,
+) -> Result<(u16, Option<String>), String> {
+    let body = json!({ "tx": hex::encode(tx) });
+    let mut response = client
+        .post(url.clone())
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status().as_u16();
+    let mut answer = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+        if answer.len() + chunk.len() > API_ANSWER_MAX_BYTES {
+            return Err(format!(
+                "{url}: the answer is over {API_ANSWER_MAX_BYTES} bytes"
+            ));
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    Ok((status, refusal_reason(status, &answer)))
+}
+
+/// For an error status, the `error.reason` (or `error.code`) of the JSON body
+/// `{"error":{"code":..,"reason":..}}`; `None` for a success or a body without either.
+fn refusal_reason(status: u16, body: &[u8]) -> Option<String> {
+    if (200..300).contains(&status) {
+        return None;
+    }
+    let json = serde_json::from_slice::<Value>(body).ok()?;
+    let error = &json["error"];
+    error["reason"]
+        .as_str()
+        .or_else(|| error["code"].as_str())
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -400,22 +414,67 @@ mod tests {
     }
 
     #[test]
-    fn answers_give_their_status_and_refusal_reason() {
-        let refused = b"HTTP/1.1 422 Unprocessable Entity\r\ncontent-type: application/json\r\n\r\n\
-            {\"error\":{\"code\":\"transaction_rejected\",\"reason\":\"nonce_replay\",\"message\":\"x\"}}";
-        assert_eq!(
-            parse_answer(refused),
-            Some((422, Some("nonce_replay".into())))
-        );
-        let limited =
-            b"HTTP/1.1 429 Too Many Requests\r\n\r\n{\"error\":{\"code\":\"rate_limited\"}}";
-        assert_eq!(
-            parse_answer(limited),
-            Some((429, Some("rate_limited".into())))
-        );
-        let accepted = b"HTTP/1.1 202 Accepted\r\n\r\n{\"hash\":\"ab\",\"status\":\"pending\"}";
-        assert_eq!(parse_answer(accepted), Some((202, None)));
-        assert_eq!(parse_answer(b"garbage"), None);
+    fn refusals_give_their_reason_or_code() {
+        let refused =
+            br#"{"error":{"code":"transaction_rejected","reason":"nonce_replay","message":"x"}}"#;
+        assert_eq!(refusal_reason(422, refused), Some("nonce_replay".into()));
+        let limited = br#"{"error":{"code":"rate_limited"}}"#;
+        assert_eq!(refusal_reason(429, limited), Some("rate_limited".into()));
+        let accepted = br#"{"hash":"ab","status":"pending"}"#;
+        assert_eq!(refusal_reason(202, accepted), None);
+        assert_eq!(refusal_reason(500, b"garbage"), None);
+    }
+
+    /// A one-shot HTTP server on loopback that answers every request with `answer`; its port.
+    async fn answering(answer: Vec<u8>) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream.write_all(&answer).await;
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn posts_are_counted_by_status_and_reason_and_oversized_answers_refused() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let body = br#"{"error":{"code":"transaction_rejected","reason":"nonce_replay"}}"#;
+            let mut answer = format!(
+                "HTTP/1.1 422 Unprocessable Entity\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            answer.extend_from_slice(body);
+            let (client, url) = api_client(answering(answer).await).expect("client");
+            assert_eq!(
+                post_transaction(client, url, vec![1, 2, 3]).await,
+                Ok((422, Some("nonce_replay".into())))
+            );
+            let big = API_ANSWER_MAX_BYTES + 1;
+            let mut answer = format!(
+                "HTTP/1.1 422 Unprocessable Entity\r\ncontent-length: {big}\r\n\
+                 connection: close\r\n\r\n"
+            )
+            .into_bytes();
+            answer.resize(answer.len() + big, b' ');
+            let (client, url) = api_client(answering(answer).await).expect("client");
+            let e = post_transaction(client, url, vec![1])
+                .await
+                .expect_err("over the bound");
+            assert!(e.contains("over"), "{e}");
+        });
     }
 
     #[test]
