@@ -12,6 +12,7 @@
 //! - Creating, listing and deleting namespaces goes through iproute2 (`ip`), as an operator
 //!   would do it by hand.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -154,27 +155,41 @@ pub fn left_by_dead_run(prefix: &str, name: &str) -> bool {
     owner_pid(prefix, name).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }
 
-/// Removes what killed runs whose names start with `prefix` left behind: the processes in their
-/// namespaces, the namespaces, and the filter instances (pins under bpffs) of the same names.
-/// Returns what it removed, as `namespace NAME` and `filter instance NAME`.
-pub fn remove_leftovers(prefix: &str) -> Result<Vec<String>, FirewallError> {
+/// Removes namespace `name` with the processes in it ([`delete`]), then the filter instance of
+/// the same name (its pins under bpffs) when `name` is a valid instance name. Returns what it
+/// removed, as `namespace NAME` and `filter instance NAME`; nothing when neither was there.
+pub fn remove(name: &str) -> Result<Vec<String>, FirewallError> {
     let mut removed = Vec::new();
-    for name in list()? {
-        if left_by_dead_run(prefix, &name) {
-            delete(&name)?;
-            removed.push(format!("namespace {name}"));
-        }
+    let existed = Path::new(NETNS_DIR).join(name).exists();
+    delete(name)?;
+    if existed {
+        removed.push(format!("namespace {name}"));
     }
+    if let Ok(instance) = Instance::new(name)
+        && program::detach(&instance)?
+    {
+        removed.push(format!("filter instance {name}"));
+    }
+    Ok(removed)
+}
+
+/// Removes what killed runs whose names start with `prefix` left behind: the processes in their
+/// namespaces, the namespaces, and the filter instances (pins under bpffs) of the same names,
+/// also those whose namespace is already gone ([`remove`]). Returns what it removed, as
+/// `namespace NAME` and `filter instance NAME`.
+pub fn remove_leftovers(prefix: &str) -> Result<Vec<String>, FirewallError> {
+    let mut names = BTreeSet::new();
+    names.extend(list()?);
     if let Ok(entries) = std::fs::read_dir(program::BPFFS) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if left_by_dead_run(prefix, &name)
-                && let Ok(instance) = Instance::new(&name)
-            {
-                program::detach(&instance)?;
-                removed.push(format!("filter instance {name}"));
-            }
-        }
+        names.extend(
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned()),
+        );
+    }
+    let mut removed = Vec::new();
+    for name in names.iter().filter(|n| left_by_dead_run(prefix, n)) {
+        removed.extend(remove(name)?);
     }
     Ok(removed)
 }
@@ -209,6 +224,13 @@ mod tests {
         // Above the kernel's largest pid (4194304), so no process has it.
         assert!(left_by_dead_run("t-", "t-4194305-x"));
         assert!(!left_by_dead_run("t-", "other-4194305-x"));
+    }
+
+    #[test]
+    fn removing_what_is_not_there_removes_nothing() {
+        // A dead pid: no run of this name can exist.
+        let removed = remove("xnone-4194305-x").expect("nothing to remove is not an error");
+        assert!(removed.is_empty(), "{removed:?}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use reqwest::Method;
 use serde_json::Value;
 
 use crate::prom::{MAX_EXPOSITION_BYTES, Metrics};
@@ -14,6 +15,9 @@ use crate::topology::{ADMIN_PORT, API_PORT};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest JSON answer the lab reads, in bytes: a block of the largest size
+/// ([`types::limits::MAX_BLOCK_BYTES`]) is twice as long in hex, with room for the rest.
+const MAX_ANSWER_BYTES: usize = 4 * types::limits::MAX_BLOCK_BYTES;
 
 /// One honest node's API endpoints.
 #[derive(Debug, Clone)]
@@ -113,10 +117,12 @@ impl Client {
         Ok(Client { http })
     }
 
+    /// Sends `request` and reads its answer (at most [`MAX_ANSWER_BYTES`]) as JSON, `null` when
+    /// empty, with its status.
     async fn json(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value)> {
         let response = request.send().await?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await?;
+        let bytes = read_bounded(response, MAX_ANSWER_BYTES).await?;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -125,28 +131,35 @@ impl Client {
         Ok((status, value))
     }
 
-    async fn get(&self, url: &str) -> Result<Value> {
+    /// `METHOD url`, with the admin bearer `token` and the JSON `body` when given; the answer
+    /// must be 200 OK.
+    async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let mut request = self.http.request(method.clone(), url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         let (status, value) = self
-            .json(self.http.get(url))
+            .json(request)
             .await
-            .with_context(|| format!("GET {url}"))?;
+            .with_context(|| format!("{method} {url}"))?;
         if status != 200 {
-            bail!("GET {url}: {status} {value}");
+            bail!("{method} {url}: {status} {value}");
         }
         Ok(value)
     }
 
-    async fn admin_get(&self, node: &Endpoint, path: &str) -> Result<Value> {
-        let url = format!("{}{path}", node.admin);
-        let request = self.http.get(&url).bearer_auth(&node.token);
-        let (status, value) = self
-            .json(request)
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        if status != 200 {
-            bail!("GET {url}: {status} {value}");
-        }
-        Ok(value)
+    /// `GET url` on the public API; the answer must be 200 OK.
+    async fn get(&self, url: &str) -> Result<Value> {
+        self.request(Method::GET, url, None, None).await
     }
 
     /// The node's final height (`/v1/status`).
@@ -164,16 +177,10 @@ impl Client {
             .send()
             .await
             .with_context(|| format!("GET {url}"))?;
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_EXPOSITION_BYTES as u64)
-        {
-            bail!("GET {url}: the exposition is too large");
-        }
-        let text = response
-            .text()
+        let body = read_bounded(response, MAX_EXPOSITION_BYTES)
             .await
             .with_context(|| format!("GET {url}"))?;
+        let text = String::from_utf8(body).with_context(|| format!("GET {url}: not UTF-8"))?;
         Metrics::parse(&text).with_context(|| format!("parsing {url}"))
     }
 
@@ -244,8 +251,9 @@ impl Client {
 
     /// What the node's firewall and peer manager say about `addr`.
     pub async fn why(&self, node: &Endpoint, addr: Ipv4Addr) -> Result<Why> {
+        let url = format!("{}/v1/admin/firewall/why/{addr}", node.admin);
         let v = self
-            .admin_get(node, &format!("/v1/admin/firewall/why/{addr}"))
+            .request(Method::GET, &url, Some(&node.token), None)
             .await?;
         Ok(Why::from_json(&v))
     }
@@ -254,16 +262,26 @@ impl Client {
     pub async fn block_net(&self, node: &Endpoint, net: &str) -> Result<()> {
         let url = format!("{}/v1/admin/firewall/block", node.admin);
         let body = serde_json::json!({ "net": net });
-        let request = self.http.post(&url).bearer_auth(&node.token).json(&body);
-        let (status, v) = self
-            .json(request)
+        self.request(Method::POST, &url, Some(&node.token), Some(&body))
             .await
-            .with_context(|| format!("POST {url}"))?;
-        if status != 200 {
-            bail!("POST {url}: {status} {v}");
-        }
-        Ok(())
+            .map(drop)
     }
+}
+
+/// Reads the body of `response`, chunk by chunk, and fails as soon as it passes `max` bytes,
+/// whatever its `Content-Length` says (a chunked answer has none).
+pub async fn read_bounded(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        bail!("the answer is larger than {max} bytes");
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.context("reading the answer")? {
+        if body.len() + chunk.len() > max {
+            bail!("the answer is larger than {max} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The mempool's reason label in a 422 answer: the error's `reason` field, else the label
@@ -316,6 +334,51 @@ mod tests {
         let v = json!({"error": {"code": "transaction_rejected", "message": "nonce_replay: nonce 3 is below 5"}});
         assert_eq!(refusal_reason(&v), "nonce_replay");
         assert_eq!(refusal_reason(&json!({})), "unknown");
+    }
+
+    /// Serves one answer whose body is `len` bytes sent chunked (no `Content-Length`) and
+    /// returns its URL.
+    fn serve_chunked(len: usize) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
+        let url = format!("http://{}/", listener.local_addr().expect("its address"));
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("a connection");
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let mut answer =
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                    .to_vec();
+            for piece in vec![b'a'; len].chunks(1000) {
+                answer.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                answer.extend_from_slice(piece);
+                answer.extend_from_slice(b"\r\n");
+            }
+            answer.extend_from_slice(b"0\r\n\r\n");
+            let _ = stream.write_all(&answer);
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn chunked_answers_are_read_up_to_the_bound_and_refused_past_it() {
+        let http = reqwest::Client::new();
+        let response = http
+            .get(serve_chunked(5000))
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(response.content_length(), None);
+        let body = read_bounded(response, 5000)
+            .await
+            .expect("within the bound");
+        assert_eq!(body.len(), 5000);
+        let response = http
+            .get(serve_chunked(5001))
+            .send()
+            .await
+            .expect("an answer");
+        assert!(read_bounded(response, 5000).await.is_err());
     }
 
     #[test]

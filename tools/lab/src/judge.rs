@@ -165,18 +165,6 @@ pub fn add_counts(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>)
     }
 }
 
-/// The packet count of `attacker flood`'s line `sent N packets in Xs (P pps)`.
-pub fn parse_sent(output: &str) -> Option<u64> {
-    output.lines().rev().find_map(|line| {
-        line.trim()
-            .strip_prefix("sent ")?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
-}
-
 /// The last line of `output` that is a JSON object.
 pub fn last_json(output: &str) -> Option<Value> {
     output
@@ -345,11 +333,10 @@ mod tests {
 
     #[test]
     fn attacker_outputs_are_read() {
-        assert_eq!(
-            parse_sent("starting\nsent 12345 packets in 8.0s (1543 pps)\n"),
-            Some(12345)
-        );
-        assert_eq!(parse_sent("nothing"), None);
+        let flood = "starting\nsent 12345 packets in 8.00s (1543 pps)\n\
+                     {\"attack\":\"flood\",\"sent\":12345,\"secs\":8.0,\"pps\":1543}\n";
+        assert_eq!(last_json(flood).unwrap()["sent"], 12345);
+        assert_eq!(last_json("nothing"), None);
         let out = "progress {not json\n{\"attack\":\"gossip\",\"published\":3}\n";
         assert_eq!(last_json(out).unwrap()["published"], 3);
         assert_eq!(last_json("[1,2]\n"), None);

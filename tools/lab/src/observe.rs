@@ -112,6 +112,15 @@ pub fn lock(shared: &Shared) -> MutexGuard<'_, Observed> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The events of `list` that arrived in `[from, to)`, found by binary search: events are
+/// appended in arrival order ([`Observed::record`]), so `list` is sorted by `at`.
+fn window<T>(list: &[T], at: impl Fn(&T) -> Instant, from: Instant, to: Instant) -> &[T] {
+    let start = list.partition_point(|e| at(e) < from);
+    let end = list.partition_point(|e| at(e) < to).max(start);
+    &list[start..end]
+}
+
+/// Appends `item` to `list` unless it holds [`MAX_EVENTS`] already (then counts it missed).
 fn push<T>(list: &mut Vec<T>, missed: &mut u64, item: T) {
     if list.len() < MAX_EVENTS {
         list.push(item);
@@ -121,7 +130,9 @@ fn push<T>(list: &mut Vec<T>, missed: &mut u64, item: T) {
 }
 
 impl Observed {
-    /// Records one event (a JSON text message of node `node`'s stream) received at `at`.
+    /// Records one event (a JSON text message of node `node`'s stream) received at `at`, which
+    /// is no earlier than the events recorded before: the event lists stay sorted by arrival
+    /// time, which the windowed queries ([`Observed::committed`]) rely on.
     pub fn record(&mut self, node: usize, at: Instant, event: &Value) {
         let u64_of = |k: &str| event[k].as_u64().unwrap_or(0);
         match event["type"].as_str() {
@@ -168,27 +179,26 @@ impl Observed {
 
     /// The finality latencies (ms) of every node's finality events in `[from, to)`.
     pub fn latencies(&self, from: Instant, to: Instant) -> Vec<u64> {
-        self.finality
+        window(&self.finality, |f| f.at, from, to)
             .iter()
-            .filter(|f| f.at >= from && f.at < to)
             .map(|f| f.latency_ms)
             .collect()
     }
 
     /// The finality latencies (ms) of node `node`'s finality events in `[from, to)`.
     pub fn node_latencies(&self, node: usize, from: Instant, to: Instant) -> Vec<u64> {
-        self.finality
+        window(&self.finality, |f| f.at, from, to)
             .iter()
-            .filter(|f| f.node == node && f.at >= from && f.at < to)
+            .filter(|f| f.node == node)
             .map(|f| f.latency_ms)
             .collect()
     }
 
     /// Blocks and transactions the reference node committed in `[from, to)`.
     pub fn committed(&self, from: Instant, to: Instant) -> (u64, u64) {
-        self.blocks
+        window(&self.blocks, |b| b.at, from, to)
             .iter()
-            .filter(|b| b.node == REFERENCE_NODE && b.at >= from && b.at < to)
+            .filter(|b| b.node == REFERENCE_NODE)
             .fold((0, 0), |(blocks, txs), b| (blocks + 1, txs + b.txs))
     }
 
@@ -293,7 +303,11 @@ pub async fn watch_events(
                 match message {
                     Some(Ok(Message::Text(text))) => {
                         if let Ok(event) = serde_json::from_str::<Value>(text.as_str()) {
-                            lock(&shared).record(node, Instant::now(), &event);
+                            // The time is taken under the lock, so events are recorded in
+                            // the order of their times (see `Observed::record`).
+                            let mut observed = lock(&shared);
+                            let now = Instant::now();
+                            observed.record(node, now, &event);
                         }
                     }
                     Some(Ok(_)) => {}
@@ -374,6 +388,25 @@ mod tests {
         assert_eq!(o.node_latencies(1, t, later), [40]);
         assert!(o.node_latencies(0, t, later).is_empty());
         assert_eq!(o.latencies(later, later), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn windows_are_half_open_and_follow_arrival_order() {
+        let mut o = lock(&shared(2)).clone_empty();
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        for (k, node) in [0, 1, 0, 0].into_iter().enumerate() {
+            let at = t + s(k as u64);
+            let block = json!({"type": "block", "height": k, "txs": 10 + k});
+            o.record(node, at, &block);
+            o.record(node, at, &json!({"type": "finality", "latency_ms": k}));
+        }
+        assert_eq!(o.committed(t, t + s(4)), (3, 10 + 12 + 13));
+        assert_eq!(o.committed(t + s(1), t + s(3)), (1, 12));
+        assert_eq!(o.committed(t + s(3), t + s(1)), (0, 0));
+        assert_eq!(o.latencies(t + s(1), t + s(3)), [1, 2]);
+        assert_eq!(o.node_latencies(0, t, t + s(9)), [0, 2, 3]);
+        assert!(o.latencies(t + s(4), t + s(9)).is_empty());
     }
 
     #[test]

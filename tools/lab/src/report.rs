@@ -281,11 +281,10 @@ fn counts(map: &BTreeMap<String, u64>) -> String {
     }
 }
 
-/// The rate a flood reached, from its `sent N packets in Xs (P pps)` line.
+/// The rate a flood reached (packets per second, rounded), from the `pps` of its JSON summary.
 pub fn flood_pps(attacker: &Value) -> Option<u64> {
-    let line = attacker["line"].as_str()?;
-    let (_, tail) = line.rsplit_once('(')?;
-    tail.strip_suffix(" pps)")?.trim().parse().ok()
+    let pps = attacker["pps"].as_f64()?;
+    (pps.is_finite() && pps >= 0.0).then(|| pps.round() as u64)
 }
 
 /// The benchmark table: each phase with and without XDP.
@@ -375,7 +374,8 @@ mod tests {
             attacker: Some(serde_json::json!({
                 "attack": "flood",
                 "sent": 40000,
-                "line": "sent 40000 packets in 8.00s (4999 pps)"
+                "secs": 8.0,
+                "pps": 4999.4
             })),
             checks,
             interrupted: false,

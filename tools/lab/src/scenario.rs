@@ -70,6 +70,8 @@ const REPLAY_SETTLED: Duration = Duration::from_secs(3);
 const AGREEMENT_CONCURRENCY: usize = 16;
 /// Log lines shown when a child fails.
 const LOG_TAIL: usize = 15;
+/// Log lines quoted in a one-line check evidence (an attacker that failed).
+const SHORT_LOG_TAIL: usize = 3;
 
 /// The binaries the lab runs.
 #[derive(Debug, Clone)]
@@ -118,7 +120,6 @@ struct Prep {
 #[derive(Default)]
 struct Acted {
     attacker: Option<Value>,
-    sent: Option<u64>,
     checks: Vec<Check>,
 }
 
@@ -625,13 +626,8 @@ impl<'a> Lab<'a> {
             proc.kill().await;
         }
         let output = proc.output();
-        let tail = proc.log_tail(3).join(" | ");
-        acted.sent = judge::parse_sent(&output);
-        acted.attacker = if phase.flood().is_some() {
-            acted.sent.map(|sent| serde_json::json!({"attack": "flood", "sent": sent, "line": output.lines().rev().find(|l| l.starts_with("sent ")).unwrap_or_default()}))
-        } else {
-            judge::last_json(&output)
-        };
+        let tail = proc.log_tail(SHORT_LOG_TAIL).join(" | ");
+        acted.attacker = judge::last_json(&output);
         let ok = status.is_some_and(|s| s.success()) && acted.attacker.is_some();
         let evidence = match status {
             None => format!(
@@ -798,7 +794,7 @@ impl<'a> Lab<'a> {
             checks.push(judge::flood_drops(
                 phase,
                 flood.reason,
-                acted.sent,
+                acted.attacker.as_ref().and_then(|a| a["sent"].as_u64()),
                 dropped,
                 opts.xdp,
             ));

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use firewall::{Instance, netns, program};
+use firewall::netns;
 
 /// Prefix of every namespace and filter instance of the lab.
 pub const PREFIX: &str = "xlab-";
@@ -177,32 +177,19 @@ impl Topology {
         Ok(())
     }
 
-    /// Kills what runs in the lab's namespaces, removes the nodes' filter instances and deletes
-    /// the namespaces. Goes on after an error; returns the errors.
+    /// Kills what runs in the lab's namespaces, deletes the namespaces and removes the nodes'
+    /// filter instances ([`netns::remove`]). Goes on after an error; returns the errors.
     pub fn teardown(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        for ns in self.namespaces() {
-            if let Err(e) = remove_namespace(&ns) {
-                errors.push(format!("{e:#}"));
-            }
-        }
-        errors
+        self.namespaces()
+            .iter()
+            .filter_map(|ns| {
+                netns::remove(ns)
+                    .with_context(|| format!("removing the namespace {ns} and its filter"))
+                    .err()
+                    .map(|e| format!("{e:#}"))
+            })
+            .collect()
     }
-}
-
-/// Kills the processes in namespace `name`, detaches the filter instance of the same name and
-/// deletes the namespace.
-fn remove_namespace(name: &str) -> Result<()> {
-    let me = std::process::id();
-    for pid in netns::pids(name) {
-        if u32::try_from(pid).is_ok_and(|p| p != me) {
-            // SAFETY: kill has no memory preconditions; the pid runs in a namespace of the lab.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-    let instance = Instance::new(name).context("an instance name")?;
-    program::detach(&instance).with_context(|| format!("removing the filter instance {name}"))?;
-    netns::delete(name).with_context(|| format!("deleting the namespace {name}"))
 }
 
 /// Removes what labs killed before they could clean up left: their namespaces (and what runs in
@@ -238,6 +225,7 @@ pub fn remove_leftovers() -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use firewall::Instance;
 
     #[test]
     fn names_carry_the_pid_and_addresses_follow_the_plan() {
