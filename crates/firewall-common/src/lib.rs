@@ -10,6 +10,7 @@
 #![no_std]
 
 pub mod bucket;
+pub mod telemetry;
 
 pub use bucket::TokenBucket;
 
@@ -442,6 +443,10 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DropEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::telemetry::TelemetryConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::telemetry::HandshakeKey {}
 }
 
 #[cfg(test)]
@@ -469,6 +474,37 @@ mod tests {
         assert_eq!(offset_of!(DropEvent, family), 34);
         assert_eq!(offset_of!(DropEvent, protocol), 35);
         assert_eq!(offset_of!(DropEvent, verdict), 36);
+        use telemetry::{HandshakeKey, KernelOffsets, RecordOffsets, TelemetryConfig};
+        assert_eq!(size_of::<HandshakeKey>(), 20);
+        assert_eq!(offset_of!(HandshakeKey, port), 16);
+        assert_eq!(offset_of!(HandshakeKey, family), 18);
+        assert_eq!(size_of::<RecordOffsets>(), 80);
+        assert_eq!(size_of::<KernelOffsets>(), 40);
+        assert_eq!(size_of::<TelemetryConfig>(), 128);
+        assert_eq!(offset_of!(TelemetryConfig, p2p_port), 4);
+        assert_eq!(offset_of!(TelemetryConfig, records), 8);
+        assert_eq!(offset_of!(TelemetryConfig, kernel), 88);
+    }
+
+    #[test]
+    fn drop_indices_split_p2p_from_the_rest_and_clamp_unknown_reasons() {
+        use telemetry::*;
+        assert_eq!(drop_index(true, 3), 3);
+        assert_eq!(drop_index(false, 3), DROP_REASON_SLOTS + 3);
+        assert_eq!(drop_index(true, 0x0001_0002), DROP_REASON_OTHER);
+        assert_eq!(drop_index(false, 10_000), SKB_DROPS_LEN - 1);
+    }
+
+    #[test]
+    fn latency_buckets_are_powers_of_two_microseconds() {
+        use telemetry::*;
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(999), 0);
+        assert_eq!(latency_bucket(1_000), 1);
+        assert_eq!(latency_bucket(1_999), 1);
+        assert_eq!(latency_bucket(2_000), 2);
+        assert_eq!(latency_bucket(1_000_000), 10);
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
     }
 
     #[test]

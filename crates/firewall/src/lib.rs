@@ -1,5 +1,6 @@
 //! Control the XDP filter from user space: load and attach it, pin it, edit its rules, read its
-//! counters and drop events, and decide the same way in user space (the reference model).
+//! counters and drop events, and decide the same way in user space (the reference model); attach
+//! and read the kernel telemetry tracepoints.
 //!
 //! # Design
 //! Everything an operator does goes through the maps pinned under `/sys/fs/bpf/<instance>/`, so
@@ -14,6 +15,7 @@ pub mod model;
 pub mod netns;
 pub mod program;
 pub mod rules;
+pub mod telemetry;
 
 pub use error::FirewallError;
 pub use firewall_common::{BanReason, Mode, Reason, Verdict};

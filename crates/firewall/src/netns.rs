@@ -143,6 +143,59 @@ pub fn delete(name: &str) -> Result<(), FirewallError> {
     ip(&["netns", "del", name]).map(drop)
 }
 
+/// Two new namespaces joined by a veth pair, each end with an IPv4 address in one /24 and its
+/// loopback up; both namespaces (and their processes) are removed on drop. For tests and
+/// benchmarks that need real traffic between two stacks.
+pub struct VethPair {
+    /// The first namespace (holding `addr_a`).
+    pub a: String,
+    /// The second namespace.
+    pub b: String,
+}
+
+impl VethPair {
+    /// Creates namespaces `a` and `b`, the veth pair `veth_a` (in `a`) / `veth_b` (in `b`),
+    /// and the addresses. What was created is removed again when a step fails.
+    pub fn create(
+        (a, veth_a, addr_a): (&str, &str, std::net::Ipv4Addr),
+        (b, veth_b, addr_b): (&str, &str, std::net::Ipv4Addr),
+    ) -> Result<VethPair, FirewallError> {
+        ip(&["netns", "add", a])?;
+        let pair = VethPair {
+            a: a.to_string(),
+            b: b.to_string(),
+        };
+        ip(&["netns", "add", b])?;
+        ip(&[
+            "link", "add", veth_a, "netns", a, "type", "veth", "peer", "name", veth_b, "netns", b,
+        ])?;
+        for (space, veth, addr) in [(a, veth_a, addr_a), (b, veth_b, addr_b)] {
+            ip(&[
+                "-n",
+                space,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                veth,
+            ])?;
+            ip(&["-n", space, "link", "set", veth, "up"])?;
+            ip(&["-n", space, "link", "set", "lo", "up"])?;
+        }
+        Ok(pair)
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        for space in [&self.a, &self.b] {
+            if let Err(e) = delete(space) {
+                log::warn!("removing namespace {space}: {e}");
+            }
+        }
+    }
+}
+
 /// The pid in `name` when it is `<prefix><pid>` or `<prefix><pid>-...`.
 pub fn owner_pid(prefix: &str, name: &str) -> Option<u32> {
     name.strip_prefix(prefix)

@@ -1,20 +1,28 @@
 //! Compile one of the project's eBPF crates from a build script (nightly, bpfel-unknown-none,
-//! through aya-build) and leave its object at `$OUT_DIR/<bin>`, for `include_bytes_aligned!`.
+//! through aya-build) and leave the object of each binary at `$OUT_DIR/<bin>`, for
+//! `include_bytes_aligned!`.
 //!
-//! With `AYA_BUILD_SKIP=1` (lint-only runs) an empty object is written instead; the crate that
-//! embeds it must refuse to load an empty object with a message that says so.
+//! With `AYA_BUILD_SKIP=1` (lint-only runs) empty objects are written instead; the crate that
+//! embeds them must refuse to load an empty object with a message that says so.
 
 use std::{env, error::Error, fs, path::PathBuf};
 
 /// Builds the eBPF package `package`, found at `dir` relative to the calling crate's manifest,
-/// whose binary target is `bin`. `watch` lists more directories (relative to the manifest) whose
-/// changes must rebuild it, such as a shared types crate.
-pub fn build(package: &str, dir: &str, bin: &str, watch: &[&str]) -> Result<(), Box<dyn Error>> {
+/// whose binary targets are `bins`. `watch` lists more directories (relative to the manifest)
+/// whose changes must rebuild it, such as a shared types crate.
+pub fn build(
+    package: &str,
+    dir: &str,
+    bins: &[&str],
+    watch: &[&str],
+) -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR not set")?);
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
-        fs::write(out_dir.join(bin), [])?;
+        for bin in bins {
+            fs::write(out_dir.join(bin), [])?;
+        }
         return Ok(());
     }
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("no manifest dir")?);

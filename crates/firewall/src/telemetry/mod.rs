@@ -1,0 +1,488 @@
+//! Attach the kernel telemetry (tracepoint programs) for the node's network namespace and read
+//! its counters: kernel stack drops by reason, inbound TCP handshakes and retransmissions on the
+//! P2P port, and the receive-path latency histogram.
+//!
+//! # Design
+//! The programs are optional one by one: [`Telemetry::start`] loads the object, then loads and
+//! attaches each program, and records for each tracepoint whether it is attached or why not.
+//! Only when nothing at all could be attached does it fail. The offsets the programs read at
+//! come from tracefs (record layouts) and BTF (kernel structs), so one build serves every
+//! kernel that has those fields. Inbound handshakes are followed in a bounded table: a SYN adds
+//! its source, a completed handshake removes it, and [`Telemetry::read`] sweeps entries older
+//! than [`HANDSHAKE_TIMEOUT`], counting them abandoned.
+//!
+//! The maps are not pinned: the telemetry belongs to the process that started it and is
+//! detached when it stops.
+
+pub mod btf;
+pub mod tracefs;
+
+use std::collections::HashMap as StdHashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::TracePoint,
+};
+use firewall_common::telemetry::{
+    DROP_REASON_OTHER, HandshakeKey, KernelOffsets, LATENCY_BUCKETS, RecordOffsets,
+    TelemetryConfig, drop_index, map_names, programs, tcp,
+};
+
+use crate::clock::now_ns;
+use btf::Btf;
+
+/// The telemetry programs, built by build.rs.
+static TELEMETRY_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/telemetry"));
+
+/// An inbound handshake not completed within this long is counted abandoned: a handshake on a
+/// working path takes milliseconds, and Linux gives up on an unanswered SYN-ACK after about a
+/// minute, so 10 s separates a flood's half-open connections from slow peers.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The network namespace of the calling thread.
+const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+/// Prefix of the kernel's drop reason names, removed for labels.
+const DROP_REASON_PREFIX: &str = "SKB_DROP_REASON_";
+/// Name of a drop reason slot the kernel's enum does not name.
+pub const UNKNOWN_REASON: &str = "other";
+
+/// Errors of the kernel telemetry.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The BTF is malformed.
+    #[error("{0}")]
+    Btf(String),
+    /// The kernel's BTF lacks a type.
+    #[error("the kernel's BTF has no type {name}")]
+    BtfType { name: String },
+    /// The kernel's BTF lacks a member.
+    #[error("the kernel's BTF has no byte-aligned member {path} in {name}")]
+    BtfMember { name: String, path: String },
+    /// tracefs is missing or unreadable.
+    #[error("{message}")]
+    Tracefs { message: String },
+    /// A tracepoint's record lacks a field a program reads.
+    #[error("tracepoint {tracepoint} has no field {field}")]
+    Field { tracepoint: String, field: String },
+    /// The object is empty (built with AYA_BUILD_SKIP=1).
+    #[error("the telemetry programs were not built (AYA_BUILD_SKIP=1?); rebuild without it")]
+    NotBuilt,
+    /// The object could not be loaded.
+    #[error("loading the telemetry object failed: {source}")]
+    Load {
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    /// A map could not be opened, read or written.
+    #[error("telemetry map {name}: {message}")]
+    Map { name: &'static str, message: String },
+    /// No program could be attached.
+    #[error("no telemetry program could be attached: {details}")]
+    NothingAttached { details: String },
+}
+
+/// Whether one tracepoint's program is attached, and why not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// `category:name`.
+    pub tracepoint: String,
+    /// `Ok` when attached; otherwise why not.
+    pub result: Result<(), String>,
+}
+
+/// Kernel stack drops of one reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropCount {
+    /// The kernel's reason name, lowercase, without its prefix (`no_socket`).
+    pub reason: String,
+    /// Drops of packets to the P2P port.
+    pub p2p: u64,
+    /// Drops of every other packet of the namespace.
+    pub other: u64,
+}
+
+/// Inbound handshakes on the P2P port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handshakes {
+    /// New SYNs (a retransmitted SYN is not a new handshake).
+    pub started: u64,
+    /// Sockets that reached ESTABLISHED.
+    pub completed: u64,
+    /// Not completed within [`HANDSHAKE_TIMEOUT`], or failed after the SYN_RECV socket existed.
+    pub abandoned: u64,
+    /// Started while the table was full: never followed to an end.
+    pub untracked: u64,
+    /// Followed and not ended yet.
+    pub pending: u64,
+}
+
+/// The receive-latency histogram.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// Samples per bucket (see `firewall_common::telemetry::LATENCY_BUCKETS`): bucket 0 under
+    /// 1 µs, bucket `i` under 2^i µs.
+    pub buckets: Vec<u64>,
+    /// Sum of every sample, nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl Latency {
+    /// Upper bound of bucket `i` in seconds (`None` for the last, open one).
+    pub fn upper_bound_seconds(i: usize) -> Option<f64> {
+        (i + 1 < LATENCY_BUCKETS as usize).then(|| (1u64 << i) as f64 / 1e6)
+    }
+}
+
+/// Everything the telemetry counted since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TelemetryCounts {
+    /// Drops by reason, one entry per reason the kernel knows, in code order.
+    pub drops: Vec<DropCount>,
+    /// Inbound handshakes.
+    pub handshakes: Handshakes,
+    /// Segments retransmitted on P2P connections.
+    pub retransmits: u64,
+    /// SYN-ACKs the P2P listener retransmitted.
+    pub synack_retransmits: u64,
+    /// Stack-to-reader latency of P2P packets.
+    pub latency: Latency,
+}
+
+/// The attached telemetry of one process.
+pub struct Telemetry {
+    ebpf: Ebpf,
+    attachments: Vec<Attachment>,
+    /// (slot, label) for every slot the kernel names, plus the catch-all.
+    reasons: Vec<(u32, String)>,
+    abandoned: u64,
+    handshake_timeout: Duration,
+}
+
+impl Telemetry {
+    /// Loads the programs for this process's network namespace and `p2p_port`, and attaches
+    /// every one that can be. Fails only when none can.
+    pub fn start(p2p_port: u16) -> Result<Telemetry, TelemetryError> {
+        if TELEMETRY_OBJECT.is_empty() {
+            return Err(TelemetryError::NotBuilt);
+        }
+        let tracefs = tracefs::ensure_mounted()?;
+        let btf = Btf::from_kernel()?;
+        // The calling thread's namespace: a thread may have entered another than the process's.
+        let netns = std::fs::metadata(THREAD_NETNS).map_err(|source| TelemetryError::Read {
+            path: THREAD_NETNS.into(),
+            source,
+        })?;
+        let (records, unavailable) = record_offsets(&tracefs);
+        let config = TelemetryConfig {
+            netns_inode: netns.ino() as u32,
+            p2p_port,
+            _pad: 0,
+            records,
+            kernel: kernel_offsets(&btf)?,
+        };
+        let reasons = drop_reasons(&btf);
+        let mut ebpf =
+            EbpfLoader::new()
+                .load(TELEMETRY_OBJECT)
+                .map_err(|source| TelemetryError::Load {
+                    source: Box::new(source),
+                })?;
+        let mut config_map: Array<&mut MapData, TelemetryConfig> =
+            Array::try_from(ebpf.map_mut(map_names::CONFIG).ok_or(TelemetryError::Map {
+                name: map_names::CONFIG,
+                message: "missing from the object".into(),
+            })?)
+            .map_err(|e| map_error(map_names::CONFIG, e))?;
+        config_map
+            .set(0, config, 0)
+            .map_err(|e| map_error(map_names::CONFIG, e))?;
+        let mut attachments = Vec::new();
+        for (program, category, name) in programs::ALL {
+            let result = match unavailable.get(program) {
+                Some(why) => Err(why.clone()),
+                None => attach(&mut ebpf, program, category, name),
+            };
+            attachments.push(Attachment {
+                tracepoint: format!("{category}:{name}"),
+                result,
+            });
+        }
+        if attachments.iter().all(|a| a.result.is_err()) {
+            let details = attachments
+                .iter()
+                .filter_map(|a| {
+                    a.result
+                        .as_ref()
+                        .err()
+                        .map(|e| format!("{}: {e}", a.tracepoint))
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(TelemetryError::NothingAttached { details });
+        }
+        Ok(Telemetry {
+            ebpf,
+            attachments,
+            reasons,
+            abandoned: 0,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        })
+    }
+
+    /// Counts a handshake abandoned after `timeout` instead of [`HANDSHAKE_TIMEOUT`].
+    pub fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.handshake_timeout = timeout;
+    }
+
+    /// Per program: its tracepoint, how many times it ran and the nanoseconds it took in
+    /// total, while the kernel's BPF statistics are on (`sysctl kernel.bpf_stats_enabled=1`).
+    pub fn run_stats(&self) -> Vec<(String, u64, Duration)> {
+        programs::ALL
+            .iter()
+            .filter_map(|(program, category, name)| {
+                let tracepoint: &TracePoint = self.ebpf.program(program)?.try_into().ok()?;
+                let info = tracepoint.info().ok()?;
+                Some((
+                    format!("{category}:{name}"),
+                    info.run_count(),
+                    info.run_time(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Each tracepoint, attached or why not, in attach order.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Reads every counter (summed over CPUs) and sweeps handshakes older than the timeout
+    /// ([`HANDSHAKE_TIMEOUT`] unless set) out of the table, counting them abandoned.
+    pub fn read(&mut self) -> Result<TelemetryCounts, TelemetryError> {
+        let swept = self.sweep_handshakes()?;
+        self.abandoned += swept.0;
+        let drops_map = self.per_cpu(map_names::SKB_DROPS)?;
+        let total = |index: u32| -> Result<u64, TelemetryError> {
+            let values = drops_map
+                .get(&index, 0)
+                .map_err(|e| map_error(map_names::SKB_DROPS, e))?;
+            Ok(values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v)))
+        };
+        let mut drops = Vec::with_capacity(self.reasons.len());
+        for (slot, reason) in &self.reasons {
+            drops.push(DropCount {
+                reason: reason.clone(),
+                p2p: total(drop_index(true, *slot))?,
+                other: total(drop_index(false, *slot))?,
+            });
+        }
+        let tcp_map = self.per_cpu(map_names::TCP)?;
+        let mut tcp_counts = [0u64; tcp::LEN as usize];
+        for (i, count) in tcp_counts.iter_mut().enumerate() {
+            let values = tcp_map
+                .get(&(i as u32), 0)
+                .map_err(|e| map_error(map_names::TCP, e))?;
+            *count = values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
+        }
+        let latency_map = self.per_cpu(map_names::RX_LATENCY)?;
+        let mut latency = Vec::with_capacity(LATENCY_BUCKETS as usize + 1);
+        for i in 0..=LATENCY_BUCKETS {
+            let values = latency_map
+                .get(&i, 0)
+                .map_err(|e| map_error(map_names::RX_LATENCY, e))?;
+            latency.push(values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v)));
+        }
+        let sum_ns = latency.pop().unwrap_or(0);
+        Ok(TelemetryCounts {
+            drops,
+            handshakes: Handshakes {
+                started: tcp_counts[tcp::STARTED as usize],
+                completed: tcp_counts[tcp::COMPLETED as usize],
+                abandoned: self.abandoned + tcp_counts[tcp::FAILED as usize],
+                untracked: tcp_counts[tcp::UNTRACKED as usize],
+                pending: swept.1,
+            },
+            retransmits: tcp_counts[tcp::RETRANSMIT_SEGMENT as usize],
+            synack_retransmits: tcp_counts[tcp::RETRANSMIT_SYNACK as usize],
+            latency: Latency {
+                buckets: latency,
+                sum_ns,
+            },
+        })
+    }
+
+    fn per_cpu(&self, name: &'static str) -> Result<PerCpuArray<&MapData, u64>, TelemetryError> {
+        let map = self.ebpf.map(name).ok_or(TelemetryError::Map {
+            name,
+            message: "missing from the object".into(),
+        })?;
+        PerCpuArray::try_from(map).map_err(|e| map_error(name, e))
+    }
+
+    /// Removes handshakes older than the timeout; returns (removed, still pending).
+    fn sweep_handshakes(&mut self) -> Result<(u64, u64), TelemetryError> {
+        let name = map_names::HANDSHAKES;
+        let map = self.ebpf.map_mut(name).ok_or(TelemetryError::Map {
+            name,
+            message: "missing from the object".into(),
+        })?;
+        let mut table: HashMap<&mut MapData, HandshakeKey, u64> =
+            HashMap::try_from(map).map_err(|e| map_error(name, e))?;
+        let cutoff = now_ns().saturating_sub(self.handshake_timeout.as_nanos() as u64);
+        let mut expired = Vec::new();
+        let mut pending = 0u64;
+        // An entry removed by the kernel while we walk ends the walk early or is skipped;
+        // either way the next read sees the rest.
+        for entry in table.iter() {
+            let Ok((key, started_ns)) = entry else {
+                break;
+            };
+            if started_ns < cutoff {
+                expired.push(key);
+            } else {
+                pending += 1;
+            }
+        }
+        let mut removed = 0;
+        for key in expired {
+            // Not found: the handshake completed meanwhile, and was counted so.
+            if table.remove(&key).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok((removed, pending))
+    }
+}
+
+fn map_error(name: &'static str, e: impl std::fmt::Display) -> TelemetryError {
+    TelemetryError::Map {
+        name,
+        message: e.to_string(),
+    }
+}
+
+/// Loads and attaches one program; the error says why it is not attached.
+fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<(), String> {
+    let tracepoint: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    tracepoint
+        .load()
+        .map_err(|e| format!("the kernel rejected the program: {e}"))?;
+    tracepoint
+        .attach(category, name)
+        .map_err(|e| format!("attaching failed: {e}"))?;
+    Ok(())
+}
+
+/// The record offsets from tracefs, and for each program whose tracepoint lacks a field, why.
+fn record_offsets(tracefs: &std::path::Path) -> (RecordOffsets, StdHashMap<&'static str, String>) {
+    let mut records = RecordOffsets::default();
+    let mut unavailable = StdHashMap::new();
+    for (program, category, name) in programs::ALL {
+        let found = tracefs::fields(tracefs, category, name).and_then(|fields| {
+            let get = |field: &str| {
+                fields
+                    .get(field)
+                    .map(|f| f.offset)
+                    .ok_or_else(|| TelemetryError::Field {
+                        tracepoint: format!("{category}:{name}"),
+                        field: field.to_string(),
+                    })
+            };
+            let r = &mut records;
+            match program {
+                p if p == programs::SKB_DROPS.0 => {
+                    r.kfree_skb_skbaddr = get("skbaddr")?;
+                    r.kfree_skb_protocol = get("protocol")?;
+                    r.kfree_skb_reason = get("reason")?;
+                    // Older kernels have no rx_sk; 0 reads the record's header, never a socket.
+                    r.kfree_skb_rx_sk = get("rx_sk").unwrap_or(0);
+                }
+                p if p == programs::RX.0 => r.rx_skbaddr = get("skbaddr")?,
+                p if p == programs::RX_COPY.0 => r.copy_skbaddr = get("skbaddr")?,
+                p if p == programs::SOCK_STATE.0 => {
+                    r.state_skaddr = get("skaddr")?;
+                    r.state_oldstate = get("oldstate")?;
+                    r.state_newstate = get("newstate")?;
+                    r.state_sport = get("sport")?;
+                    r.state_dport = get("dport")?;
+                    r.state_family = get("family")?;
+                    r.state_protocol = get("protocol")?;
+                    r.state_daddr = get("daddr")?;
+                    r.state_daddr_v6 = get("daddr_v6")?;
+                }
+                p if p == programs::RETRANSMIT.0 => {
+                    r.retransmit_skaddr = get("skaddr")?;
+                    r.retransmit_sport = get("sport")?;
+                    r.retransmit_dport = get("dport")?;
+                }
+                _ => {
+                    r.synack_skaddr = get("skaddr")?;
+                    r.synack_sport = get("sport")?;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = found {
+            unavailable.insert(program, e.to_string());
+        }
+    }
+    (records, unavailable)
+}
+
+/// The kernel struct offsets from BTF.
+fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, TelemetryError> {
+    Ok(KernelOffsets {
+        skb_head: btf.offset_of("sk_buff", "head")?,
+        skb_data: btf.offset_of("sk_buff", "data")?,
+        skb_network_header: btf.offset_of("sk_buff", "network_header")?,
+        skb_protocol: btf.offset_of("sk_buff", "protocol")?,
+        skb_dev: btf.offset_of("sk_buff", "dev")?,
+        skb_sk: btf.offset_of("sk_buff", "sk")?,
+        dev_net: btf.offset_of("net_device", "nd_net.net")?,
+        sock_net: btf.offset_of("sock", "__sk_common.skc_net.net")?,
+        sock_num: btf.offset_of("sock", "__sk_common.skc_num")?,
+        net_inum: btf.offset_of("net", "ns.inum")?,
+    })
+}
+
+/// The drop reason labels: every core reason the kernel's enum names (lowercase, without the
+/// prefix), in code order, then the catch-all slot. Without the enum, only the catch-all and
+/// numbered slots would mean nothing, so each slot is named by its code.
+fn drop_reasons(btf: &Btf) -> Vec<(u32, String)> {
+    let named: Vec<(u32, String)> = btf
+        .enum_values("skb_drop_reason")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let slot = u32::try_from(value)
+                .ok()
+                .filter(|v| *v < DROP_REASON_OTHER)?;
+            let label = name.strip_prefix(DROP_REASON_PREFIX)?;
+            (label != "MAX").then(|| (slot, label.to_ascii_lowercase()))
+        })
+        .collect();
+    let mut reasons = if named.is_empty() {
+        (0..DROP_REASON_OTHER)
+            .map(|s| (s, format!("code_{s}")))
+            .collect()
+    } else {
+        named
+    };
+    reasons.push((DROP_REASON_OTHER, UNKNOWN_REASON.to_string()));
+    reasons
+}
