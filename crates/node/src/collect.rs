@@ -16,11 +16,13 @@
 //! the values seen.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 use chain::LedgerCounters;
 use chain::mempool::{MempoolCounters, MempoolError};
 use consensus::EngineCounters;
 use firewall::rules::RuleKind;
+use firewall::telemetry::{Latency, Telemetry, TelemetryCounts};
 use firewall::{BanReason, Reason, Verdict};
 use p2p::NetworkCounters;
 use p2p::peers::PeerCounters;
@@ -28,7 +30,7 @@ use storage::Store;
 
 use crate::api::{Api, ApiError};
 use crate::filter::{Filter, FilterMode};
-use crate::metrics::{Exposition, Kind};
+use crate::metrics::{Exposition, Histogram, Kind};
 use crate::process::{self, CpuStats, MemoryStats};
 use crate::runtime::{Runtime, RuntimeStats};
 
@@ -50,6 +52,10 @@ struct RuntimeSnapshot {
     mempool: MempoolCounters,
     peers_inbound: usize,
     peers_outbound: usize,
+    /// Distinct connected peers, whatever the direction.
+    peers_connected: usize,
+    /// Validators in the current set.
+    validators: usize,
     network: NetworkCounters,
     peers: PeerCounters,
     /// Active bans by ban reason name.
@@ -74,6 +80,7 @@ impl RuntimeSnapshot {
             mempool_bytes: mempool.bytes(),
             mempool_capacity: mempool.config().max_txs,
             mempool: mempool.counters().clone(),
+            validators: ledger.validators().active().count(),
             ..RuntimeSnapshot::default()
         };
         let network = runtime.network();
@@ -85,6 +92,11 @@ impl RuntimeSnapshot {
             .collect();
         snapshot.peers_inbound = peers.iter().filter(|(inbound, _)| *inbound).count();
         snapshot.peers_outbound = peers.len() - snapshot.peers_inbound;
+        snapshot.peers_connected = peers
+            .iter()
+            .map(|(_, peer)| peer)
+            .collect::<BTreeSet<_>>()
+            .len();
         snapshot.network = network.counters().clone();
         snapshot.peers = network.peers().counters().clone();
         for ban in network.peers().bans(p2p::clock::now_ms()) {
@@ -155,12 +167,42 @@ impl Kernel {
     }
 }
 
+/// What the kernel telemetry counted, read on the scrape's blocking thread.
+#[derive(Debug, Clone)]
+struct TelemetrySnapshot {
+    /// Each tracepoint, and whether its program is attached.
+    attached: Vec<(String, bool)>,
+    /// The counters, unless they could not be read (logged).
+    counts: Option<TelemetryCounts>,
+}
+
+impl TelemetrySnapshot {
+    fn read(telemetry: &Mutex<Telemetry>) -> TelemetrySnapshot {
+        let mut telemetry = match telemetry.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let attached = telemetry
+            .attachments()
+            .iter()
+            .map(|a| (a.tracepoint.clone(), a.result.is_ok()))
+            .collect();
+        let counts = telemetry
+            .read()
+            .map_err(|e| log::warn!("metrics: cannot read the kernel telemetry: {e}"))
+            .ok();
+        TelemetrySnapshot { attached, counts }
+    }
+}
+
 /// Everything one scrape writes.
 #[derive(Debug, Clone)]
 struct Snapshot {
     runtime: RuntimeSnapshot,
     filter_mode: FilterMode,
     kernel: Kernel,
+    /// None without telemetry.
+    telemetry: Option<TelemetrySnapshot>,
     /// Bytes per column family (empty without a database).
     columns: Vec<(&'static str, u64)>,
     cpu: Option<CpuStats>,
@@ -184,6 +226,7 @@ fn logged<T>(what: &str, result: Result<T, process::ProcessError>) -> Option<T> 
 pub async fn render(api: &Api) -> Result<String, ApiError> {
     let runtime = api.handle.call(RuntimeSnapshot::take).await?;
     let filter = api.filter.clone();
+    let telemetry = api.telemetry.clone();
     let db = api.db.clone();
     let version = api.info.version;
     let uptime_ms = p2p::clock::now_ms().saturating_sub(api.info.started_ms);
@@ -194,6 +237,7 @@ pub async fn render(api: &Api) -> Result<String, ApiError> {
         runtime,
         filter_mode: filter.mode(),
         kernel: Kernel::read(&filter),
+        telemetry: telemetry.map(|t| TelemetrySnapshot::read(&t)),
         columns: db.map(|db| db.column_sizes()).unwrap_or_default(),
         cpu: logged("CPU time", process::cpu()),
         memory: logged("memory", process::memory()),
@@ -257,6 +301,7 @@ fn ban_reason_names() -> Vec<&'static str> {
 fn write(s: &Snapshot) -> String {
     let mut out = Exposition::new();
     write_firewall(&mut out, s);
+    write_telemetry(&mut out, s.telemetry.as_ref());
     write_p2p(&mut out, &s.runtime);
     write_consensus(&mut out, &s.runtime);
     write_chain_mempool_sync(&mut out, &s.runtime);
@@ -350,6 +395,100 @@ fn write_firewall(out: &mut Exposition, s: &Snapshot) {
     );
 }
 
+fn write_telemetry(out: &mut Exposition, t: Option<&TelemetrySnapshot>) {
+    let counts = t.and_then(|t| t.counts.as_ref());
+    out.family(
+        "kernel_skb_drops_total",
+        Kind::Counter,
+        "Packets the kernel stack dropped in the node's network namespace after XDP passed them, by kernel drop reason and by port (p2p: to the P2P port).",
+    );
+    for drop in counts.map_or(&[][..], |c| &c.drops[..]) {
+        for (port, value) in [("p2p", drop.p2p), ("other", drop.other)] {
+            out.sample(
+                "kernel_skb_drops_total",
+                &[("port", port), ("reason", &drop.reason)],
+                value as f64,
+            );
+        }
+    }
+    out.family(
+        "kernel_tcp_handshakes_total",
+        Kind::Counter,
+        "Inbound TCP handshakes on the P2P port, by result: started (a new SYN), completed, abandoned (not completed within 10 s, or failed), untracked (started while the table was full).",
+    );
+    if let Some(c) = counts {
+        let h = c.handshakes;
+        for (result, value) in [
+            ("started", h.started),
+            ("completed", h.completed),
+            ("abandoned", h.abandoned),
+            ("untracked", h.untracked),
+        ] {
+            out.sample(
+                "kernel_tcp_handshakes_total",
+                &[("result", result)],
+                value as f64,
+            );
+        }
+    }
+    maybe(
+        out,
+        "kernel_tcp_handshakes_pending",
+        Kind::Gauge,
+        "Inbound TCP handshakes on the P2P port started and not yet completed or abandoned.",
+        counts.map(|c| c.handshakes.pending as f64),
+    );
+    out.family(
+        "kernel_tcp_retransmits_total",
+        Kind::Counter,
+        "TCP retransmissions on the P2P port, by kind: segment (on a connection) or synack (by the listener, to a handshake that got no ACK).",
+    );
+    if let Some(c) = counts {
+        for (kind, value) in [("segment", c.retransmits), ("synack", c.synack_retransmits)] {
+            out.sample(
+                "kernel_tcp_retransmits_total",
+                &[("kind", kind)],
+                value as f64,
+            );
+        }
+    }
+    let help = "Seconds from the kernel stack receiving a P2P-port packet (right after XDP) to the node's read copying it from the socket.";
+    match counts {
+        Some(c) => {
+            let bounds: Vec<f64> = (0..c.latency.buckets.len())
+                .map_while(Latency::upper_bound_seconds)
+                .collect();
+            let over = c
+                .latency
+                .buckets
+                .get(bounds.len()..)
+                .map_or(0, |rest| rest.iter().sum());
+            let histogram = Histogram::from_counts(
+                &bounds,
+                &c.latency.buckets,
+                over,
+                c.latency.sum_ns as f64 * 1e-9,
+            );
+            out.histogram("kernel_receive_latency_seconds", help, &histogram);
+        }
+        None => {
+            out.family("kernel_receive_latency_seconds", Kind::Histogram, help);
+        }
+    }
+    out.family(
+        "kernel_telemetry_attached",
+        Kind::Gauge,
+        "Kernel telemetry programs, by tracepoint: 1 when attached, 0 when it could not be.",
+    );
+    for (tracepoint, attached) in t.map_or(&[][..], |t| &t.attached[..]) {
+        out.sample(
+            "kernel_telemetry_attached",
+            &[("tracepoint", tracepoint)],
+            f64::from(u8::from(*attached)),
+        );
+    }
+}
+
 fn write_p2p(out: &mut Exposition, r: &RuntimeSnapshot) {
     out.family(
         "p2p_peers",
@@ -359,6 +498,12 @@ fn write_p2p(out: &mut Exposition, r: &RuntimeSnapshot) {
     for (direction, count) in [("inbound", r.peers_inbound), ("outbound", r.peers_outbound)] {
         out.sample("p2p_peers", &[("direction", direction)], count as f64);
     }
+    out.single(
+        "p2p_peers_connected",
+        Kind::Gauge,
+        "Distinct connected peers, whatever the direction.",
+        r.peers_connected as f64,
+    );
     by_pair(
         out,
         "p2p_gossip_messages_total",
@@ -482,6 +627,12 @@ fn write_consensus(out: &mut Exposition, r: &RuntimeSnapshot) {
             );
         }
     }
+    out.single(
+        "consensus_validators",
+        Kind::Gauge,
+        "Validators in the current set.",
+        r.validators as f64,
+    );
     out.single(
         "consensus_evidence_total",
         Kind::Counter,
@@ -723,6 +874,7 @@ mod tests {
             runtime: RuntimeSnapshot::default(),
             filter_mode,
             kernel: Kernel::Absent,
+            telemetry: None,
             columns: Vec::new(),
             cpu: None,
             memory: None,
@@ -732,6 +884,48 @@ mod tests {
             rate_limited: 0,
             connections_open: 0,
             connections_refused: 0,
+        }
+    }
+
+    /// Telemetry with one program missing and something counted everywhere.
+    fn telemetry() -> TelemetrySnapshot {
+        use firewall::telemetry::{DropCount, Handshakes};
+        let mut buckets = vec![0; firewall_common::telemetry::LATENCY_BUCKETS as usize];
+        buckets[0] = 1;
+        buckets[3] = 2;
+        *buckets.last_mut().unwrap() = 1;
+        TelemetrySnapshot {
+            attached: vec![
+                ("skb:kfree_skb".into(), true),
+                ("tcp:tcp_retransmit_synack".into(), false),
+            ],
+            counts: Some(TelemetryCounts {
+                drops: vec![
+                    DropCount {
+                        reason: "no_socket".into(),
+                        p2p: 2,
+                        other: 5,
+                    },
+                    DropCount {
+                        reason: "other".into(),
+                        p2p: 0,
+                        other: 0,
+                    },
+                ],
+                handshakes: Handshakes {
+                    started: 10,
+                    completed: 6,
+                    abandoned: 3,
+                    untracked: 1,
+                    pending: 1,
+                },
+                retransmits: 4,
+                synack_retransmits: 7,
+                latency: Latency {
+                    buckets,
+                    sum_ns: 20_000_000_000,
+                },
+            }),
         }
     }
 
@@ -771,6 +965,7 @@ mod tests {
             runtime,
             filter_mode: FilterMode::XdpGeneric,
             kernel: Kernel::Read(kernel),
+            telemetry: Some(telemetry()),
             columns: vec![("blocks", 4096), ("meta", 0)],
             cpu: Some(CpuStats {
                 cpu_seconds: 1.5,
@@ -809,8 +1004,9 @@ mod tests {
 
     #[test]
     fn counters_end_in_total_and_names_carry_their_area() {
-        const AREAS: [&str; 10] = [
+        const AREAS: [&str; 11] = [
             "api_",
+            "kernel_",
             "firewall_",
             "p2p_",
             "consensus_",
@@ -861,6 +1057,29 @@ mod tests {
             ..snapshot
         };
         assert!(!write(&unreadable).contains("firewall_enforcing 0"));
+    }
+
+    #[test]
+    fn telemetry_counts_become_samples_and_its_latency_a_cumulative_histogram() {
+        let text = write(&full());
+        for line in [
+            "kernel_skb_drops_total{port=\"p2p\",reason=\"no_socket\"} 2\n",
+            "kernel_skb_drops_total{port=\"other\",reason=\"no_socket\"} 5\n",
+            "kernel_skb_drops_total{port=\"p2p\",reason=\"other\"} 0\n",
+            "kernel_tcp_handshakes_total{result=\"abandoned\"} 3\n",
+            "kernel_tcp_handshakes_pending 1\n",
+            "kernel_tcp_retransmits_total{kind=\"synack\"} 7\n",
+            "kernel_receive_latency_seconds_bucket{le=\"0.000001\"} 1\n",
+            "kernel_receive_latency_seconds_bucket{le=\"0.000008\"} 3\n",
+            "kernel_receive_latency_seconds_bucket{le=\"+Inf\"} 4\n",
+            "kernel_receive_latency_seconds_sum 20\n",
+            "kernel_telemetry_attached{tracepoint=\"tcp:tcp_retransmit_synack\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        let without = write(&empty(FilterMode::Off));
+        assert!(without.contains("# TYPE kernel_skb_drops_total counter\n"));
+        assert!(!without.contains("kernel_skb_drops_total{"), "{without}");
     }
 
     #[test]

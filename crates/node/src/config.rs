@@ -217,6 +217,8 @@ pub struct FirewallConfig {
     pub on_exit: OnExit,
     /// Drop events sampled into the WebSocket stream, at most per second.
     pub drop_events_per_sec: u32,
+    /// Attach the kernel telemetry tracepoints (stack drops, handshakes, receive latency).
+    pub telemetry: bool,
 }
 
 impl Default for FirewallConfig {
@@ -228,6 +230,7 @@ impl Default for FirewallConfig {
             instance: "node".into(),
             on_exit: OnExit::Keep,
             drop_events_per_sec: 10,
+            telemetry: true,
         }
     }
 }

@@ -17,6 +17,21 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// A histogram counted elsewhere (in the kernel): `counts[i]` observations at or under
+    /// `bounds[i]` (not cumulative), `over` above the last bound, `sum` of every observation.
+    pub fn from_counts(bounds: &[f64], counts: &[u64], over: u64, sum: f64) -> Histogram {
+        let counts: Vec<u64> = counts.iter().copied().take(bounds.len()).collect();
+        let count = counts
+            .iter()
+            .fold(over, |total, c| total.saturating_add(*c));
+        Histogram {
+            bounds: bounds[..counts.len()].to_vec(),
+            counts,
+            sum,
+            count,
+        }
+    }
+
     /// An empty histogram with these ascending upper bounds (`+Inf` is implied).
     pub fn new(bounds: &[f64]) -> Histogram {
         Histogram {

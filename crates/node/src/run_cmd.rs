@@ -14,13 +14,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use consensus::{Engine, EngineConfig, Timeouts};
+use firewall::telemetry::Telemetry;
 use firewall::{AttachMode, Instance, Policy, program};
 use ipnet::IpNet;
 use p2p::{KernelFilter, Multiaddr, Network, NetworkConfig};
@@ -81,6 +82,9 @@ pub struct RunArgs {
     /// [firewall.enabled = false] Run without the kernel filter (for comparisons).
     #[arg(long)]
     no_xdp: bool,
+    /// [firewall.telemetry = false] Do not attach the kernel telemetry tracepoints.
+    #[arg(long)]
+    no_telemetry: bool,
     /// [firewall.on_exit] Keep the filter attached when the node stops, or detach it.
     #[arg(long, value_enum, env = "NODE_ON_EXIT")]
     on_exit: Option<OnExit>,
@@ -156,6 +160,9 @@ impl RunArgs {
         if self.no_xdp {
             config.firewall.enabled = false;
         }
+        if self.no_telemetry {
+            config.firewall.telemetry = false;
+        }
         if let Some(v) = self.on_exit {
             config.firewall.on_exit = v;
         }
@@ -194,6 +201,49 @@ fn p2p_port(listen: &[Multiaddr]) -> Option<u16> {
         p2p::multiaddr::Protocol::Tcp(port) => Some(port),
         _ => None,
     })
+}
+
+/// Step 4, continued: the kernel telemetry tracepoints, each optional; the log says which
+/// attached and why the others did not.
+fn start_telemetry(config: &Config, listen: &[Multiaddr]) -> Option<Telemetry> {
+    if !config.firewall.telemetry {
+        log::info!("[4/8] kernel telemetry off (firewall.telemetry = false, --no-telemetry)");
+        return None;
+    }
+    let Some(port) = p2p_port(listen) else {
+        log::warn!(
+            "[4/8] kernel telemetry NOT attached: no TCP listen address, so no P2P port to watch"
+        );
+        return None;
+    };
+    match Telemetry::start(port) {
+        Ok(telemetry) => {
+            let (attached, missing): (Vec<_>, Vec<_>) = telemetry
+                .attachments()
+                .iter()
+                .partition(|a| a.result.is_ok());
+            let attached: Vec<&str> = attached.iter().map(|a| a.tracepoint.as_str()).collect();
+            log::info!(
+                "[4/8] kernel telemetry attached for P2P port {port}: {}",
+                attached.join(", ")
+            );
+            for a in missing {
+                if let Err(why) = &a.result {
+                    log::warn!(
+                        "[4/8] kernel telemetry: {} NOT attached ({why}); its kernel_* metrics stay at zero",
+                        a.tracepoint
+                    );
+                }
+            }
+            Some(telemetry)
+        }
+        Err(e) => {
+            log::warn!(
+                "[4/8] kernel telemetry NOT attached: {e}. The kernel_* metrics have no samples; it needs root (CAP_BPF, CAP_PERFMON) and tracefs (--no-telemetry silences this)"
+            );
+            None
+        }
+    }
 }
 
 /// Step 4: the kernel filter, or the reason there is none.
@@ -316,6 +366,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let (filter, kernel) = attach_filter(&config, &listen);
     let filter = Arc::new(filter);
+    let telemetry = start_telemetry(&config, &listen).map(|t| Arc::new(Mutex::new(t)));
     let result = identity(&config).and_then(|key| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -330,6 +381,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             key,
             filter.clone(),
             kernel,
+            telemetry,
         ))
     });
     leave_filter(&config, &filter);
@@ -394,6 +446,7 @@ async fn serve(
     key: SecretKey,
     filter: Arc<Filter>,
     kernel: Option<Box<dyn KernelFilter>>,
+    telemetry: Option<Arc<Mutex<Telemetry>>>,
 ) -> Result<()> {
     let store: NodeStore = db.clone();
     let mut network_config = NetworkConfig {
@@ -461,6 +514,7 @@ async fn serve(
         progress: runtime.progress(),
         events: runtime.events(),
         filter: filter.clone(),
+        telemetry,
         db: Some(db.clone()),
         info: Arc::new(NodeInfo {
             chain_id: genesis.chain_id.to_string(),

@@ -305,6 +305,17 @@ fn a_running_node_exports_every_documented_family_and_its_counters_move() {
     );
     assert_eq!(first.value("firewall_enforcing", &[]), 0.0);
     assert_eq!(first.sum("firewall_packets_total", &[]), None);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root every telemetry program attaches (watching the test's own namespace).
+        assert_eq!(first.sum("kernel_telemetry_attached", &[]), Some(6.0));
+        assert!(first.sum("kernel_skb_drops_total", &[]).is_some());
+        assert!(
+            first
+                .sum("kernel_receive_latency_seconds_count", &[])
+                .is_some()
+        );
+    }
 
     // A transfer the mempool takes, and one it refuses for its nonce.
     let key = net.key(0);

@@ -454,6 +454,15 @@ fn attackers_are_banned_into_the_kernel_while_honest_validators_keep_making_bloc
         started.elapsed()
     );
     let maps: Vec<Maps> = (0..VALIDATORS).map(|i| lab.maps(i)).collect();
+    for i in 0..VALIDATORS {
+        let log = lab.log(&format!("validator {i}"));
+        assert!(
+            log.contains("kernel telemetry attached for P2P port")
+                && !log.contains("kernel telemetry NOT attached")
+                && !log.contains("NOT attached ("),
+            "validator {i} did not attach every telemetry program:\n{log}"
+        );
+    }
 
     // Attack 1: a libp2p peer gossips transactions with invalid signatures to validator 0.
     let before = blocklisted_drops(&maps[0]);

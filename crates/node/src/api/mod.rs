@@ -62,6 +62,8 @@ pub struct Api {
     pub events: broadcast::Sender<Event>,
     /// The packet filter, whatever its mode.
     pub filter: Arc<Filter>,
+    /// The kernel telemetry tracepoints, when attached.
+    pub telemetry: Option<Arc<std::sync::Mutex<firewall::telemetry::Telemetry>>>,
     /// The database, for its sizes (none in tests on an in-memory store).
     pub db: Option<Arc<RocksStore>>,
     /// Static facts.
