@@ -8,9 +8,11 @@ die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (apt-get, bpffs and XDP need it)"
 
-# Debian packages: LLVM 22 for bpf-linker, network tools for the namespace tests and benchmarks.
+# Debian packages: LLVM 22 for bpf-linker, network tools for the namespace tests and benchmarks,
+# Prometheus (the lab's --monitoring, promtool for the alert rules) and headless Chromium (the
+# status page's test).
 DEB_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev iproute2 nftables iptables
-  bpftool clang-22 pkg-config build-essential ethtool procps iputils-ping)
+  bpftool clang-22 pkg-config build-essential ethtool procps iputils-ping prometheus chromium)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
