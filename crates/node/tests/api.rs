@@ -483,6 +483,68 @@ async fn validators_list_the_genesis_set_with_its_stake() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_bans_are_listed_publicly_as_the_admin_api_lists_them_and_bounded() {
+    let (net, client) = single(&[]);
+    let (api, admin, token) = (net.api(0), net.admin(0), net.admin_token(0));
+    let none = get_ok(&client, &format!("{api}/v1/bans")).await;
+    assert_eq!(none, json!({"bans": [], "total": 0, "truncated": false}));
+
+    let block = |net: String, ttl_secs: u64| {
+        client
+            .post(format!("{admin}/v1/admin/firewall/block"))
+            .bearer_auth(&token)
+            .json(&json!({"net": net, "ttl_secs": ttl_secs}))
+            .send()
+    };
+    for (net, ttl_secs) in [("198.51.100.0/24", 600), ("203.0.113.7/32", 300)] {
+        let response = block(net.to_string(), ttl_secs).await.expect("sent");
+        assert_eq!(response.status(), StatusCode::OK, "blocking {net}");
+    }
+    let listed = get_ok(&client, &format!("{api}/v1/bans")).await;
+    assert_eq!(
+        (listed["total"].as_u64(), listed["truncated"].as_bool()),
+        (Some(2), Some(false))
+    );
+    let bans = listed["bans"].as_array().unwrap();
+    assert_eq!(
+        bans[0]["target"], "address 203.0.113.7/32",
+        "the first to expire first"
+    );
+    assert_eq!(bans[1]["target"], "address 198.51.100.0/24");
+    for ban in bans {
+        assert_eq!(ban["reason"], "manual", "{ban}");
+        assert!(
+            ban["until_ms"].as_u64().unwrap() > p2p::clock::now_ms(),
+            "{ban}"
+        );
+        assert!(!ban["detail"].as_str().unwrap().is_empty(), "{ban}");
+    }
+    let (status, _, by_admin) = send(
+        client
+            .get(format!("{admin}/v1/admin/peers/bans"))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        listed["bans"], by_admin["bans"],
+        "the same bans as the admin API"
+    );
+
+    // More bans than the bound: the first to expire are listed, and the total says how many.
+    let max = node::api::public::MAX_LISTED_BANS;
+    for i in 0..max {
+        let response = block(format!("192.0.2.{i}/32"), 900).await.expect("sent");
+        assert_eq!(response.status(), StatusCode::OK, "blocking 192.0.2.{i}");
+    }
+    let bounded = get_ok(&client, &format!("{api}/v1/bans")).await;
+    assert_eq!(bounded["bans"].as_array().unwrap().len(), max);
+    assert_eq!(bounded["total"].as_u64(), Some(max as u64 + 2));
+    assert_eq!(bounded["truncated"], true);
+    assert_eq!(bounded["bans"][0]["target"], "address 203.0.113.7/32");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_validators_are_ready_only_once_connected_and_list_each_other_as_peers() {
     let mut net = LocalNet::init(2);
     let client = reqwest::Client::new();
@@ -686,6 +748,7 @@ async fn the_openapi_document_lists_exactly_the_routes_the_node_serves() {
     let public: BTreeSet<(String, String)> = node::api::public::ROUTES
         .iter()
         .chain(node::api::ws::ROUTES)
+        .chain(node::api::status_page::ROUTES)
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     let admin: BTreeSet<(String, String)> = documented

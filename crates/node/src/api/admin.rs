@@ -220,9 +220,9 @@ fn check(token: &Token, headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// A ban as the API shows it.
+/// A ban as the API shows it (here and in the public `GET /v1/bans`).
 #[derive(Debug, Serialize)]
-struct BanView {
+pub(super) struct BanView {
     target: String,
     addresses: Vec<String>,
     reason: &'static str,

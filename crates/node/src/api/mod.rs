@@ -1,5 +1,5 @@
-//! The node's HTTP API (axum): the public read-only API with `/metrics` and the event stream,
-//! and the admin API behind a bearer token.
+//! The node's HTTP API (axum): the public read-only API with `/metrics`, the event stream and
+//! the status page, and the admin API behind a bearer token.
 //!
 //! # Design
 //! Handlers never touch the ledger or the network directly: they send a job to the runtime
@@ -15,6 +15,7 @@ pub mod error;
 pub mod limit;
 pub mod public;
 pub mod server;
+pub mod status_page;
 pub mod ws;
 
 use std::sync::Arc;
@@ -83,6 +84,7 @@ impl Api {
     pub fn public_router(&self) -> Router {
         public::routes()
             .merge(ws::routes())
+            .merge(status_page::routes())
             .fallback(error::not_found)
             .method_not_allowed_fallback(error::method_not_allowed)
             .layer(axum::middleware::from_fn_with_state(

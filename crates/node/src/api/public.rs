@@ -1,5 +1,5 @@
 //! The public API's routes: health, readiness, status, blocks, transactions, accounts with
-//! Merkle proofs, validators, peers, metrics and the OpenAPI document.
+//! Merkle proofs, validators, peers, active bans, metrics and the OpenAPI document.
 //!
 //! # Design
 //! Every answer about the chain or the network is computed by one job in the runtime
@@ -19,6 +19,7 @@ use chain::mempool::MempoolError;
 use serde::{Deserialize, Serialize};
 use types::{Account, Block, Commit, Decode, Hash, Payload, PublicKey, SignedTransaction};
 
+use super::admin::BanView;
 use super::error::{JsonBody, PathParam};
 use super::{Api, ApiError, NodeStore};
 use crate::runtime::Runtime;
@@ -39,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/accounts/{key}"),
     ("GET", "/v1/validators"),
     ("GET", "/v1/peers"),
+    ("GET", "/v1/bans"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
@@ -57,6 +59,7 @@ pub fn routes() -> Router<Api> {
         .route("/v1/accounts/{key}", get(account))
         .route("/v1/validators", get(validators))
         .route("/v1/peers", get(peers))
+        .route("/v1/bans", get(bans))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
 }
@@ -685,6 +688,34 @@ async fn peers(State(api): State<Api>) -> Result<Json<Peers>, ApiError> {
     .await
 }
 
+/// Bans listed by `GET /v1/bans`, at most: a screenful for the status page, and an answer of
+/// bounded size however many bans are in force (under 350 KB: a ban holds at most 64 addresses
+/// and 256 bytes of detail).
+pub const MAX_LISTED_BANS: usize = 100;
+
+/// `GET /v1/bans`: what the admin API's `GET /v1/admin/peers/bans` lists, bounded.
+#[derive(Debug, Serialize)]
+pub struct ActiveBans {
+    /// The first [`MAX_LISTED_BANS`] bans in force, the first to expire first.
+    bans: Vec<BanView>,
+    /// Bans in force, listed or not.
+    pub total: usize,
+    /// Whether some were left out.
+    pub truncated: bool,
+}
+
+async fn bans(State(api): State<Api>) -> Result<Json<ActiveBans>, ApiError> {
+    query(&api, |rt| {
+        let (first, total) = rt.network().peers().bans_first(now_ms(), MAX_LISTED_BANS);
+        Ok(Json(ActiveBans {
+            truncated: total > first.len(),
+            bans: first.iter().map(BanView::from).collect(),
+            total,
+        }))
+    })
+    .await
+}
+
 // ---- documents ----
 
 /// Prometheus text; the families are gathered in [`crate::collect`].
@@ -724,6 +755,7 @@ mod tests {
         let served: BTreeSet<(String, String)> = ROUTES
             .iter()
             .chain(super::super::ws::ROUTES)
+            .chain(super::super::status_page::ROUTES)
             .chain(super::super::admin::ROUTES)
             .map(|(m, p)| (m.to_string(), p.to_string()))
             .collect();

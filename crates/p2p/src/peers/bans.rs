@@ -120,11 +120,23 @@ impl BanTable {
 
     /// Every ban that applies at `now_ms`, the first to expire first.
     pub(super) fn list(&self, now_ms: u64) -> Vec<Ban> {
-        self.expiry
-            .iter()
-            .filter(|(until_ms, _)| *until_ms > now_ms)
+        self.list_first(now_ms, usize::MAX).0
+    }
+
+    /// The first `max` bans that apply at `now_ms`, the first to expire first, and how many
+    /// apply in all; only those listed are copied.
+    pub(super) fn list_first(&self, now_ms: u64, max: usize) -> (Vec<Ban>, usize) {
+        // `expiry` is ordered by end time: the bans that still apply follow the ended ones.
+        let applying = || {
+            self.expiry
+                .iter()
+                .skip_while(move |(until_ms, _)| *until_ms <= now_ms)
+        };
+        let first = applying()
+            .take(max)
             .filter_map(|(_, target)| self.bans.get(target).cloned())
-            .collect()
+            .collect();
+        (first, applying().count())
     }
 
     /// Number of bans, expired ones not yet taken out included.
@@ -207,6 +219,24 @@ mod tests {
                 .covering("10.0.0.2".parse().expect("ip"), 0)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_bounded_listing_copies_the_first_to_expire_and_counts_every_active_ban() {
+        let mut table = BanTable::new(8);
+        for (i, until_ms) in [(1, 400), (2, 100), (3, 300), (4, 200)] {
+            table.insert(ban(BanTarget::Peer(peer(i)), &[], until_ms));
+        }
+        let (first, total) = table.list_first(150, 2);
+        let targets: Vec<_> = first.iter().map(|b| b.target).collect();
+        assert_eq!(
+            targets,
+            [BanTarget::Peer(peer(4)), BanTarget::Peer(peer(3))],
+            "the ban ended at 100 is left out"
+        );
+        assert_eq!(total, 3);
+        assert_eq!(table.list(150).len(), 3);
+        assert_eq!(table.list_first(400, 8), (Vec::new(), 0));
     }
 
     #[test]

@@ -318,6 +318,12 @@ impl PeerManager {
         self.bans.list(now_ms)
     }
 
+    /// The first `max` active bans, the first to expire first, and the number of active bans:
+    /// a listing that copies at most `max` bans however many are in force.
+    pub fn bans_first(&self, now_ms: u64, max: usize) -> (Vec<Ban>, usize) {
+        self.bans.list_first(now_ms, max)
+    }
+
     /// Score, reports, addresses, offences and ban of a peer; `None` if nothing is known of it.
     pub fn explain_peer(&self, peer: &PeerId, now_ms: u64) -> Option<Explanation> {
         let target = BanTarget::Peer(*peer);
