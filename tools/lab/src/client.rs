@@ -162,6 +162,36 @@ impl Client {
         self.request(Method::GET, url, None, None).await
     }
 
+    /// `GET url?query`, waiting at most `timeout`; the answer must be 200 OK and JSON (read
+    /// bounded like every answer).
+    pub async fn get_query(
+        &self,
+        url: &str,
+        query: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<Value> {
+        let request = self.http.get(url).query(query).timeout(timeout);
+        let (status, value) = self
+            .json(request)
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        if status != 200 {
+            bail!("GET {url}: {status} {value}");
+        }
+        Ok(value)
+    }
+
+    /// The status of `GET url`, its body unread.
+    pub async fn status(&self, url: &str) -> Result<u16> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        Ok(response.status().as_u16())
+    }
+
     /// The node's final height (`/v1/status`).
     pub async fn height(&self, node: &Endpoint) -> Result<u64> {
         let v = self.get(&format!("{}/v1/status", node.api)).await?;

@@ -54,6 +54,8 @@ pub mod names {
     pub const NO_HONEST_BAN: &str = "no ban of an honest validator";
     /// Every honest node kept running.
     pub const NODES_RAN: &str = "nodes kept running";
+    /// Prometheus scraped every node, loaded every rule and had data for every dashboard panel.
+    pub const MONITORING: &str = "monitoring";
 }
 
 /// Each running node's advance from `start` to `end`; the check and the least advance.

@@ -11,6 +11,7 @@
 
 mod client;
 mod judge;
+mod monitoring;
 mod observe;
 mod options;
 mod phase;
@@ -69,6 +70,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         );
     }
     let bins = locate_binaries()?;
+    if opts.monitoring.is_some() {
+        monitoring::check_installed()?;
+    }
     check_attacker(&bins, &opts.phases)?;
     let removed = topology::remove_leftovers()?;
     if !removed.is_empty() {
@@ -184,6 +188,12 @@ fn run_network(opts: &Options, bins: &Binaries, pid: u32, dir: &Path) -> Result<
     }
     topo.create().context("creating the lab's namespaces")?;
     let chain = setup::write(dir, &topo, opts)?;
+    // The operator's socket is bound here, in the root namespace, where it stays.
+    let monitoring = opts
+        .monitoring
+        .as_ref()
+        .map(|m| monitoring::prepare(m, dir, &topo))
+        .transpose()?;
     // Before any thread exists: every thread the lab starts from here on is in the hub.
     firewall::netns::enter(&topo.hub)?;
     println!(
@@ -211,6 +221,7 @@ fn run_network(opts: &Options, bins: &Binaries, pid: u32, dir: &Path) -> Result<
         bins,
         spawner: &spawner,
         dir: dir.to_path_buf(),
+        monitoring,
     };
     let report = runtime.block_on(scenario::run(ctx));
     drop(runtime);

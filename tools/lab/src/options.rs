@@ -1,11 +1,13 @@
 //! The lab's command line, and the checked options it turns into.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Parser;
 
+use crate::monitoring;
 use crate::phase::Phase;
 use crate::topology::{DEFAULT_DIR_PREFIX, MAX_VALIDATORS};
 
@@ -69,6 +71,28 @@ pub struct Cli {
     /// Keep the data directory at the end.
     #[arg(long)]
     pub keep: bool,
+    /// Run Prometheus (Debian's `prometheus` package) in the lab, scraping every validator,
+    /// reachable at --monitoring-listen; at the end, check that every target is up, every rule
+    /// group is healthy and every dashboard panel's query returned data.
+    #[arg(long, conflicts_with = "bench")]
+    pub monitoring: bool,
+    /// The monitoring directory: `prometheus/` (config, rules) and `grafana/dashboards/`.
+    /// Default: the repository's deploy/monitoring.
+    #[arg(long, requires = "monitoring")]
+    pub monitoring_dir: Option<PathBuf>,
+    /// The address, in the root namespace, that forwards to the lab's Prometheus (port 0: any
+    /// free port; the lab prints the URL).
+    #[arg(long, requires = "monitoring", default_value_t = monitoring::DEFAULT_LISTEN)]
+    pub monitoring_listen: SocketAddr,
+}
+
+/// `--monitoring`'s checked options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitoringOptions {
+    /// The monitoring directory (`prometheus/`, `grafana/dashboards/`).
+    pub dir: PathBuf,
+    /// Where the operator reaches Prometheus, in the root namespace.
+    pub listen: SocketAddr,
 }
 
 /// Checked options.
@@ -96,6 +120,8 @@ pub struct Options {
     pub dir: PathBuf,
     /// Keep the data directory.
     pub keep: bool,
+    /// Prometheus in the lab, when asked for.
+    pub monitoring: Option<MonitoringOptions>,
 }
 
 impl Cli {
@@ -155,6 +181,19 @@ impl Cli {
         {
             bail!("--report {} is a directory; name a file", report.display());
         }
+        let monitoring = if self.monitoring {
+            let dir = match &self.monitoring_dir {
+                Some(dir) => std::path::absolute(dir)?,
+                None => monitoring::default_dir(),
+            };
+            monitoring::check_dir(&dir)?;
+            Some(MonitoringOptions {
+                dir,
+                listen: self.monitoring_listen,
+            })
+        } else {
+            None
+        };
         Ok(Options {
             validators: self.validators,
             phases,
@@ -167,6 +206,7 @@ impl Cli {
             report: self.report.clone(),
             dir,
             keep: self.keep,
+            monitoring,
         })
     }
 }
@@ -217,6 +257,35 @@ mod tests {
         );
         assert!(o.xdp && !o.bench && !o.keep);
         assert_eq!(o.dir, PathBuf::from("/tmp/xlab-7"));
+        assert_eq!(o.monitoring, None);
+    }
+
+    #[test]
+    fn monitoring_takes_a_checked_directory_and_a_listen_address() {
+        let o = cli(&["--monitoring"]).options(7).unwrap();
+        let m = o.monitoring.expect("monitoring asked for");
+        assert_eq!(m.dir, monitoring::default_dir());
+        assert_eq!(m.listen, monitoring::DEFAULT_LISTEN);
+        assert_eq!(m.listen.to_string(), "127.0.0.1:19090");
+        let o = cli(&["--monitoring", "--monitoring-listen", "127.0.0.1:0"])
+            .options(7)
+            .unwrap();
+        assert_eq!(o.monitoring.unwrap().listen.port(), 0);
+        let empty = tempfile::tempdir().unwrap();
+        let path = empty.path().to_str().unwrap();
+        let err = cli(&["--monitoring", "--monitoring-dir", path])
+            .options(7)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prometheus.yml"), "{err}");
+        for args in [
+            &["--monitoring-dir", path][..],
+            &["--monitoring-listen", "127.0.0.1:9"][..],
+            &["--monitoring", "--bench"][..],
+        ] {
+            let argv = ["lab"].iter().chain(args);
+            assert!(Cli::try_parse_from(argv).is_err(), "{args:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::monitoring;
 use crate::phase::Phase;
 use crate::stats::Quantiles;
 use crate::txstream::StreamStats;
@@ -164,6 +165,8 @@ pub struct Report {
     pub final_checks: Vec<Check>,
     /// The transaction stream's counters.
     pub stream: StreamStats,
+    /// What the monitoring check saw (`--monitoring`, when the run got to its end).
+    pub monitoring: Option<monitoring::Summary>,
     /// Every check passed (and the run was neither interrupted nor failed).
     pub passed: bool,
     /// Stopped by Ctrl-C or SIGTERM.
@@ -235,6 +238,11 @@ impl Report {
             let _ = writeln!(out, "at the end:");
             for c in &self.final_checks {
                 let _ = writeln!(out, "{}", c.line());
+            }
+        }
+        if let Some(m) = &self.monitoring {
+            for line in m.lines() {
+                let _ = writeln!(out, "{line}");
             }
         }
         let failed: Vec<String> = self
@@ -392,6 +400,7 @@ mod tests {
             phases,
             final_checks: vec![Check::new("agreement", true, "h 1..=200 equal on 4 nodes")],
             stream: StreamStats::default(),
+            monitoring: None,
             passed: false,
             interrupted: false,
             error: None,

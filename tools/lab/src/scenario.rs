@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::client::{Client, Endpoint};
 use crate::judge::{self, names};
+use crate::monitoring::{self, Monitor};
 use crate::observe::{self, Shared, lock};
 use crate::options::Options;
 use crate::phase::{BLOCKED_RANGE, Phase};
@@ -96,6 +97,8 @@ pub struct Context<'a> {
     pub spawner: &'a Spawner,
     /// The data directory of this run.
     pub dir: PathBuf,
+    /// Prometheus's files and the operator's socket (`--monitoring`), until it starts.
+    pub monitoring: Option<monitoring::Prepared>,
 }
 
 /// The measurements at one moment.
@@ -136,6 +139,8 @@ struct Lab<'a> {
     reports: Vec<PhaseReport>,
     current: Option<(Phase, Snapshot)>,
     final_checks: Vec<Check>,
+    monitor: Option<Monitor>,
+    monitoring: Option<monitoring::Summary>,
 }
 
 /// Runs the lab; returns its report (an error that ends it early is in `error`).
@@ -169,6 +174,7 @@ pub async fn run(ctx: Context<'_>) -> Report {
         phases: std::mem::take(&mut lab.reports),
         final_checks: std::mem::take(&mut lab.final_checks),
         stream: lab.stream.as_ref().map(Stream::stats).unwrap_or_default(),
+        monitoring: lab.monitoring.take(),
         passed: false,
         interrupted,
         error,
@@ -189,6 +195,7 @@ pub fn empty_report(opts: &Options, error: String) -> Report {
         phases: Vec::new(),
         final_checks: Vec::new(),
         stream: Default::default(),
+        monitoring: None,
         passed: false,
         interrupted: false,
         error: Some(error),
@@ -234,6 +241,8 @@ impl<'a> Lab<'a> {
             reports: Vec::new(),
             current: None,
             final_checks: Vec::new(),
+            monitor: None,
+            monitoring: None,
             ctx,
         })
     }
@@ -242,8 +251,21 @@ impl<'a> Lab<'a> {
         self.endpoints.len()
     }
 
-    /// The whole scenario: nodes, observers, stream, phases, final checks.
+    /// The whole scenario: Prometheus, nodes, observers, stream, phases, final checks and the
+    /// monitoring check.
     async fn scenario(&mut self) -> Result<()> {
+        if let Some(prepared) = self.ctx.monitoring.take() {
+            let monitor = Monitor::start(
+                prepared,
+                self.ctx.spawner,
+                &self.ctx.topo.hub,
+                &self.ctx.dir,
+                self.client.clone(),
+                self.stop.subscribe(),
+            )
+            .await?;
+            self.monitor = Some(monitor);
+        }
         for i in 0..self.n() {
             self.start_node(i).await?;
         }
@@ -272,7 +294,14 @@ impl<'a> Lab<'a> {
             self.stop.subscribe(),
         ));
         lock(&self.shared).phase = Some(("warm-up".into(), Instant::now()));
-        tokio::time::sleep(WARMUP).await;
+        let warm_up = tokio::time::sleep(WARMUP);
+        match self.monitor.as_mut() {
+            Some(monitor) => {
+                let ((), up) = tokio::join!(warm_up, monitor.wait_up());
+                up?;
+            }
+            None => warm_up.await,
+        }
         for phase in self.ctx.opts.phases.clone() {
             self.run_phase(phase).await?;
         }
@@ -283,6 +312,16 @@ impl<'a> Lab<'a> {
             println!("{}", c.line());
         }
         self.final_checks = checks;
+        if let Some(monitor) = &self.monitor {
+            println!("== monitoring");
+            let (check, summary) = monitor.check().await;
+            println!("{}", check.line());
+            for line in summary.lines() {
+                println!("{line}");
+            }
+            self.final_checks.push(check);
+            self.monitoring = Some(summary);
+        }
         Ok(())
     }
 
@@ -1196,12 +1235,15 @@ impl<'a> Lab<'a> {
         Check::new(names::AGREEMENT, ok, evidence)
     }
 
-    /// Stops the observers and the stream, the attacker, then the nodes (SIGTERM, SIGKILL
-    /// after a grace).
+    /// Stops the observers, the stream and the forwarder, the attacker, Prometheus, then the
+    /// nodes (SIGTERM, SIGKILL after a grace).
     async fn shutdown(&mut self) {
         let _ = self.stop.send(true);
         if let Some(mut a) = self.attacker.take() {
             a.kill().await;
+        }
+        if let Some(mut monitor) = self.monitor.take() {
+            monitor.stop().await;
         }
         let stops = self
             .nodes

@@ -2,10 +2,13 @@
 //! filter, every attack the attacker has, a transaction stream; then, from the lab's JSON
 //! report: every check passed, heights advanced in every phase, finality latency under attack
 //! stayed within 1.5x of the quiet phase's, the attackers were blocked in the kernel with the
-//! right reasons, the equivocator was slashed, and the restarted validator signed again.
+//! right reasons, the equivocator was slashed, and the restarted validator signed again. With
+//! `--monitoring`: Prometheus scraped every validator, loaded every rule group, and every
+//! dashboard panel's query returned data over the run.
 //!
 //! Needs root (namespaces, XDP) and the `node` and `attacker` binaries next to `lab` (a
-//! workspace `cargo test` builds all three; else `cargo build -p node -p attacker -p lab`).
+//! workspace `cargo test` builds all three; else `cargo build -p node -p attacker -p lab`), and
+//! for the monitoring part Debian's `prometheus` package.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,6 +42,13 @@ const LAB_TIMEOUT: Duration = Duration::from_secs(480);
 const TEARDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Lines of each log shown when the test fails.
 const LOG_TAIL: usize = 25;
+/// Prometheus, from Debian's `prometheus` package, which `--monitoring` runs.
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// Under CI (`CI=true`) a test part that cannot run is a failure.
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
 
 /// True when the test can run. Without root it says why; under CI (`CI=true`) a privileged
 /// test that cannot run fails instead of skipping.
@@ -48,7 +58,7 @@ fn privileged(test: &str) -> bool {
         return true;
     }
     let why = format!("{test} needs root (network namespaces, XDP): run the suite as root");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if under_ci() {
         panic!("{why}; under CI=true a privileged test that cannot run is a failure");
     }
     eprintln!("SKIPPED: {why}");
@@ -65,6 +75,22 @@ fn sibling(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// True when Prometheus is installed. Without it the lab runs without `--monitoring` and says
+/// so; under CI it fails instead.
+fn prometheus_installed() -> bool {
+    if Path::new(PROMETHEUS).is_file() {
+        return true;
+    }
+    let why = format!(
+        "{PROMETHEUS} is missing: install Debian's `prometheus` package (apt-get install --no-install-recommends prometheus)"
+    );
+    if under_ci() {
+        panic!("{why}; under CI=true the lab's monitoring check must run");
+    }
+    eprintln!("SKIPPED the monitoring part of the lab test: {why}");
+    false
 }
 
 fn checks(phase: &Value) -> &[Value] {
@@ -107,11 +133,17 @@ fn the_lab_survives_every_attack_with_each_defence_in_place() {
     }
     sibling("node");
     sibling("attacker");
+    let monitoring = prometheus_installed();
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let dir = tmp.path().join("lab");
     let report_path = tmp.path().join("report.json");
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_lab"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lab"));
+    if monitoring {
+        // Any free port: the test must not depend on the default one being free.
+        command.args(["--monitoring", "--monitoring-listen", "127.0.0.1:0"]);
+    }
+    let child = command
         .args([
             "--attacks",
             "all",
@@ -255,6 +287,24 @@ fn the_lab_survives_every_attack_with_each_defence_in_place() {
             c.map(|c| &c["status"]),
             Some(&Value::from("pass")),
             "{name}: {c:?}"
+        );
+    }
+    if monitoring {
+        let c = finals.iter().find(|c| c["name"] == "monitoring");
+        assert_eq!(
+            c.map(|c| &c["status"]),
+            Some(&Value::from("pass")),
+            "monitoring: {c:?}"
+        );
+        let m = &report["monitoring"];
+        let queries = m["panel_queries"].as_u64().unwrap_or(0);
+        assert!(queries > 0, "no panel query was evaluated: {m}");
+        assert_eq!(m["panel_queries_with_data"].as_u64(), Some(queries), "{m}");
+        assert!(m["rule_groups"].as_u64() > Some(0), "{m}");
+        assert_eq!(
+            m["targets"].as_array().map(Vec::len),
+            Some(4),
+            "one target per validator: {m}"
         );
     }
     let netns = Command::new("ip")
