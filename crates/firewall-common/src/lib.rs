@@ -478,12 +478,14 @@ mod tests {
         assert_eq!(size_of::<HandshakeKey>(), 20);
         assert_eq!(offset_of!(HandshakeKey, port), 16);
         assert_eq!(offset_of!(HandshakeKey, family), 18);
-        assert_eq!(size_of::<RecordOffsets>(), 80);
+        assert_eq!(size_of::<RecordOffsets>(), 88);
         assert_eq!(size_of::<KernelOffsets>(), 40);
-        assert_eq!(size_of::<TelemetryConfig>(), 128);
+        assert_eq!(size_of::<telemetry::CodeRange>(), 16);
+        assert_eq!(size_of::<TelemetryConfig>(), 200);
         assert_eq!(offset_of!(TelemetryConfig, p2p_port), 4);
         assert_eq!(offset_of!(TelemetryConfig, records), 8);
-        assert_eq!(offset_of!(TelemetryConfig, kernel), 88);
+        assert_eq!(offset_of!(TelemetryConfig, kernel), 96);
+        assert_eq!(offset_of!(TelemetryConfig, xdp_drop_sites), 136);
     }
 
     #[test]

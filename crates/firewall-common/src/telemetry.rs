@@ -136,6 +136,10 @@ pub struct RecordOffsets {
     pub kfree_skb_protocol: u32,
     /// `skb:kfree_skb` `reason`.
     pub kfree_skb_reason: u32,
+    /// `skb:kfree_skb` `location` (the address of the code that freed the packet).
+    pub kfree_skb_location: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
     /// `net:netif_receive_skb` `skbaddr`.
     pub rx_skbaddr: u32,
     /// `skb:skb_copy_datagram_iovec` `skbaddr`.
@@ -196,6 +200,25 @@ pub struct KernelOffsets {
     pub net_inum: u32,
 }
 
+/// Kernel functions whose packet frees are XDP drops (generic XDP, and veth running XDP on
+/// socket buffers), not the stack's: `skb:kfree_skb` events from inside them are not counted.
+pub const XDP_DROP_SITES: [&str; 4] = [
+    "do_xdp_generic",
+    "bpf_prog_run_generic_xdp",
+    "veth_xdp_rcv_skb",
+    "veth_xdp_rcv_one",
+];
+
+/// A kernel code address range `[start, end)`; all zero when unused.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CodeRange {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+}
+
 /// Everything the programs need to know, written by user space before attaching.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -210,4 +233,6 @@ pub struct TelemetryConfig {
     pub records: RecordOffsets,
     /// Kernel struct offsets.
     pub kernel: KernelOffsets,
+    /// Where the functions of [`XDP_DROP_SITES`] live (from `/proc/kallsyms`).
+    pub xdp_drop_sites: [CodeRange; XDP_DROP_SITES.len()],
 }

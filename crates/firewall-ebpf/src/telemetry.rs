@@ -187,6 +187,15 @@ pub fn skb_drops(ctx: TracePointContext) -> u32 {
 fn skb_drops_in(ctx: &TracePointContext) -> Option<()> {
     let cfg = config()?;
     let r = &cfg.records;
+    // XDP's own drops (generic mode, veth) free a socket buffer too: they are the filter's,
+    // counted by it, not the stack's. Checked first: it is the cheapest test, and a flood the
+    // filter drops makes most of these events.
+    let location = field::<u64>(ctx, r.kfree_skb_location)?;
+    for site in cfg.xdp_drop_sites.iter() {
+        if location >= site.start && location < site.end {
+            return None;
+        }
+    }
     let skb = field::<u64>(ctx, r.kfree_skb_skbaddr)?;
     let dev = kread::<u64>(skb, cfg.kernel.skb_dev).unwrap_or(0);
     let ours = if dev != 0 {

@@ -1,6 +1,7 @@
 //! The kernel telemetry on real traffic between two network namespaces: stack drops counted by
 //! reason and port in the watched namespace only, inbound handshakes followed to completion or
-//! abandonment, SYN-ACK retransmissions, and receive latency samples for data the reader took.
+//! abandonment, SYN-ACK retransmissions, receive latency samples for data the reader took, and
+//! the XDP filter's own drops (native and generic) kept out of the stack's.
 
 mod common;
 
@@ -12,8 +13,11 @@ use std::{
 };
 
 use common::{instance_name, privileged};
-use firewall::netns;
 use firewall::telemetry::{Telemetry, TelemetryCounts};
+use firewall::{
+    AttachMode, BanReason, Instance, Maps, Policy, Reason, Verdict, netns, program,
+    rules::parse_net,
+};
 
 const A4: &str = "198.18.9.1";
 const B4: &str = "198.18.9.2";
@@ -24,6 +28,8 @@ const OTHER_PORT: u16 = 47_101;
 const CONNECTIONS: usize = 3;
 const P2P_DATAGRAMS: usize = 3;
 const BYTES_PER_CONNECTION: usize = 600;
+/// Datagrams the XDP filter drops in the last part.
+const XDP_DROPPED: usize = 200;
 
 fn run(program: &str, args: &[&str]) {
     let out = Command::new(program)
@@ -38,25 +44,24 @@ fn run(program: &str, args: &[&str]) {
     );
 }
 
-/// Namespaces A (watched) and B (traffic source) on a veth pair; removed on drop.
-fn namespaces() -> netns::VethPair {
+/// Namespaces A (watched) and B (traffic source) on a veth pair, removed on drop, and the name
+/// of A's end of the pair.
+fn namespaces() -> (netns::VethPair, String) {
     let name = instance_name("tele");
     let n = name.split('-').nth(2).unwrap_or("0").to_string();
     let pid = std::process::id();
     let short = format!("{:07}{n}", pid % 10_000_000);
-    netns::VethPair::create(
-        (
-            &format!("fwt-{pid}-{n}-a"),
-            &format!("ta{short}"),
-            A4.parse().unwrap(),
-        ),
+    let veth_a = format!("ta{short}");
+    let pair = netns::VethPair::create(
+        (&format!("fwt-{pid}-{n}-a"), &veth_a, A4.parse().unwrap()),
         (
             &format!("fwt-{pid}-{n}-b"),
             &format!("tb{short}"),
             B4.parse().unwrap(),
         ),
     )
-    .expect("creating the namespaces")
+    .expect("creating the namespaces");
+    (pair, veth_a)
 }
 
 fn send_datagrams(ns: &str, to: SocketAddr, count: usize) {
@@ -97,7 +102,7 @@ fn telemetry_counts_drops_handshakes_and_latency_of_its_own_namespace_only() {
     if !privileged("telemetry_counts_drops_handshakes_and_latency_of_its_own_namespace_only") {
         return;
     }
-    let ns = namespaces();
+    let (ns, veth_a) = namespaces();
     let a_p2p: SocketAddr = format!("{A4}:{P2P_PORT}").parse().unwrap();
     let (mut telemetry, listener) = netns::in_netns(&ns.a, || {
         let telemetry = Telemetry::start(P2P_PORT).expect("starting the telemetry");
@@ -179,4 +184,62 @@ fn telemetry_counts_drops_handshakes_and_latency_of_its_own_namespace_only() {
     let samples: u64 = counts.latency.buckets.iter().sum();
     assert!(samples >= CONNECTIONS as u64, "{counts:#?}");
     assert!(counts.latency.sum_ns > 0, "{counts:#?}");
+
+    // The XDP filter's own drops (native on veth, and generic) free socket buffers too; they
+    // are the filter's, not the stack's, and must not count as stack drops.
+    let instance = Instance::new(&instance_name("telexdp")).expect("instance name");
+    let _pins = Pins(instance.clone());
+    for mode in [AttachMode::Native, AttachMode::Generic] {
+        netns::in_netns(&ns.a, || {
+            program::attach(&instance, &veth_a, mode, Some(&Policy::default()))
+                .expect("attaching the filter in A")
+        })
+        .expect("entering namespace A");
+        let mut maps = Maps::open(&instance).expect("opening the filter's maps");
+        maps.block(parse_net(B4).unwrap(), None, BanReason::Manual)
+            .expect("blocking B");
+        let before = telemetry.read().expect("reading the telemetry");
+        let dropped_before = maps
+            .stats()
+            .expect("stats")
+            .get(Verdict::Drop, Reason::Blocklisted);
+        send_datagrams(&ns.b, a_p2p, XDP_DROPPED);
+        std::thread::sleep(Duration::from_millis(300));
+        let after = telemetry.read().expect("reading the telemetry");
+        let dropped = maps
+            .stats()
+            .expect("stats")
+            .get(Verdict::Drop, Reason::Blocklisted)
+            .packets
+            - dropped_before.packets;
+        assert_eq!(
+            dropped, XDP_DROPPED as u64,
+            "{mode:?}: the filter dropped B's datagrams"
+        );
+        assert_eq!(
+            drops(&after, "no_socket").0,
+            drops(&before, "no_socket").0,
+            "{mode:?}"
+        );
+        let unspecified = |c: &TelemetryCounts| {
+            let (p2p, other) = drops(c, "not_specified");
+            p2p + other
+        };
+        assert!(
+            unspecified(&after) - unspecified(&before) < XDP_DROPPED as u64 / 10,
+            "{mode:?}: XDP drops counted as the stack's: {} -> {}",
+            unspecified(&before),
+            unspecified(&after)
+        );
+        program::detach(&instance).expect("detaching the filter");
+    }
+}
+
+/// Removes a filter instance's pins when the test ends, passed or not.
+struct Pins(Instance);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = program::remove_pins(&self.0);
+    }
 }

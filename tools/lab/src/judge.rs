@@ -26,6 +26,8 @@ pub mod names {
     pub const ATTACKER: &str = "attacker ran";
     /// The kernel dropped the flood with the expected reason.
     pub const KERNEL_DROPS: &str = "kernel drops";
+    /// The kernel telemetry saw the SYNs that got past XDP as handshakes that never completed.
+    pub const STACK_HANDSHAKES: &str = "stack handshakes";
     /// The target banned the attacker with the expected reason.
     pub const BAN: &str = "ban";
     /// The operator's block was accepted by every node.
@@ -214,6 +216,32 @@ pub fn flood_drops(
     )
 }
 
+/// The SYN flood's trace in the kernel stack (telemetry on the target): the spoofed SYNs that
+/// XDP let through (all of them without XDP) started handshakes that never complete, so more
+/// started than completed. `deltas` are the phase's increases of `kernel_tcp_handshakes_total`
+/// by result.
+pub fn stack_handshakes(deltas: &BTreeMap<String, u64>) -> Check {
+    if deltas.is_empty() {
+        return Check::new(
+            names::STACK_HANDSHAKES,
+            false,
+            "v0 exports no kernel_tcp_handshakes_total: its kernel telemetry is not attached"
+                .to_string(),
+        );
+    }
+    let get = |result: &str| deltas.get(result).copied().unwrap_or(0);
+    let (started, completed) = (get("started"), get("completed"));
+    Check::new(
+        names::STACK_HANDSHAKES,
+        started > completed,
+        format!(
+            "v0's stack saw {started} handshakes start and {completed} complete (need more started than completed), {} abandoned, {} untracked",
+            get("abandoned"),
+            get("untracked")
+        ),
+    )
+}
+
 /// Whether node `target` banned the attacker at `ip` with one of `reasons`: in the kernel with
 /// XDP, by the peer manager (its bans or ban events) without.
 pub fn ban(
@@ -349,6 +377,15 @@ mod tests {
         assert!(!flood_drops(Phase::UdpBlocked, "blocklisted", Some(100), 50, true).failed());
         assert!(flood_drops(Phase::UdpBlocked, "blocklisted", Some(100), 49, true).failed());
         assert!(flood_drops(Phase::UdpBlocked, "blocklisted", None, 49, true).failed());
+        let deltas = |started: u64, completed: u64| {
+            BTreeMap::from([
+                ("started".to_string(), started),
+                ("completed".to_string(), completed),
+            ])
+        };
+        assert!(!stack_handshakes(&deltas(40, 1)).failed());
+        assert!(stack_handshakes(&deltas(3, 3)).failed());
+        assert!(stack_handshakes(&BTreeMap::new()).failed());
         assert!(!flood_drops(Phase::Syn, "rate_limited", Some(100), 1, true).failed());
         assert!(flood_drops(Phase::Syn, "rate_limited", Some(100), 0, true).failed());
         assert_eq!(

@@ -837,6 +837,15 @@ impl<'a> Lab<'a> {
                 dropped,
                 opts.xdp,
             ));
+            if phase == Phase::Syn {
+                checks.push(judge::stack_handshakes(&judge::delta_by(
+                    start.metrics[0].as_ref(),
+                    end.metrics[0].as_ref(),
+                    "kernel_tcp_handshakes_total",
+                    "result",
+                    &[],
+                )));
+            }
         }
         if let Some((k, target, reasons)) = phase.libp2p(self.n())
             && !reasons.is_empty()

@@ -28,8 +28,8 @@ use aya::{
     programs::TracePoint,
 };
 use firewall_common::telemetry::{
-    DROP_REASON_OTHER, HandshakeKey, KernelOffsets, LATENCY_BUCKETS, RecordOffsets,
-    TelemetryConfig, drop_index, map_names, programs, tcp,
+    CodeRange, DROP_REASON_OTHER, HandshakeKey, KernelOffsets, LATENCY_BUCKETS, RecordOffsets,
+    TelemetryConfig, XDP_DROP_SITES, drop_index, map_names, programs, tcp,
 };
 
 use crate::clock::now_ns;
@@ -43,6 +43,8 @@ static TELEMETRY_OBJECT: &[u8] =
 /// working path takes milliseconds, and Linux gives up on an unanswered SYN-ACK after about a
 /// minute, so 10 s separates a flood's half-open connections from slow peers.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The kernel's symbol table.
+const KALLSYMS: &str = "/proc/kallsyms";
 /// The network namespace of the calling thread.
 const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 /// Prefix of the kernel's drop reason names, removed for labels.
@@ -190,6 +192,7 @@ impl Telemetry {
             _pad: 0,
             records,
             kernel: kernel_offsets(&btf)?,
+            xdp_drop_sites: xdp_drop_sites(),
         };
         let reasons = drop_reasons(&btf);
         let mut ebpf =
@@ -409,6 +412,7 @@ fn record_offsets(tracefs: &std::path::Path) -> (RecordOffsets, StdHashMap<&'sta
                     r.kfree_skb_skbaddr = get("skbaddr")?;
                     r.kfree_skb_protocol = get("protocol")?;
                     r.kfree_skb_reason = get("reason")?;
+                    r.kfree_skb_location = get("location")?;
                     // Older kernels have no rx_sk; 0 reads the record's header, never a socket.
                     r.kfree_skb_rx_sk = get("rx_sk").unwrap_or(0);
                 }
@@ -442,6 +446,63 @@ fn record_offsets(tracefs: &std::path::Path) -> (RecordOffsets, StdHashMap<&'sta
         }
     }
     (records, unavailable)
+}
+
+/// Where the kernel's XDP drop sites are, from `/proc/kallsyms` (a function ends where the next
+/// symbol starts). Without them (no kallsyms, addresses hidden) XDP's drops of socket buffers
+/// are counted as the stack's `not_specified` drops, which the log says.
+fn xdp_drop_sites() -> [CodeRange; XDP_DROP_SITES.len()] {
+    let mut sites = [CodeRange::default(); XDP_DROP_SITES.len()];
+    let text = match std::fs::read_to_string(KALLSYMS) {
+        Ok(text) => text,
+        Err(e) => {
+            log::warn!(
+                "kernel telemetry: cannot read {KALLSYMS} ({e}): XDP drops in generic mode and on veth count as kernel stack drops (not_specified)"
+            );
+            return sites;
+        }
+    };
+    let (starts, found) = kallsyms_sites(&text);
+    for (site, start) in sites.iter_mut().zip(found) {
+        let Some(start) = start else { continue };
+        let next = starts.partition_point(|a| *a <= start);
+        if let Some(end) = starts.get(next) {
+            *site = CodeRange { start, end: *end };
+        }
+    }
+    if sites.iter().all(|s| s.start == 0) {
+        log::warn!(
+            "kernel telemetry: no XDP drop site found in {KALLSYMS} (addresses hidden by kernel.kptr_restrict?): XDP drops in generic mode and on veth count as kernel stack drops (not_specified)"
+        );
+    }
+    sites
+}
+
+/// Every distinct non-zero symbol address of a kallsyms listing, sorted, and the address of
+/// each function of [`XDP_DROP_SITES`] when listed.
+fn kallsyms_sites(text: &str) -> (Vec<u64>, [Option<u64>; XDP_DROP_SITES.len()]) {
+    let mut starts = Vec::new();
+    let mut found = [None; XDP_DROP_SITES.len()];
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(addr), Some(_kind), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        if addr == 0 {
+            continue;
+        }
+        starts.push(addr);
+        if let Some(i) = XDP_DROP_SITES.iter().position(|s| *s == name) {
+            found[i].get_or_insert(addr);
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    (starts, found)
 }
 
 /// The kernel struct offsets from BTF.
@@ -485,4 +546,50 @@ fn drop_reasons(btf: &Btf) -> Vec<(u32, String)> {
     };
     reasons.push((DROP_REASON_OTHER, UNKNOWN_REASON.to_string()));
     reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kallsyms_give_each_drop_site_its_start_and_the_next_symbol_its_end() {
+        let text = "ffffffff81e08a30 t veth_xdp_rcv_skb\n\
+                    ffffffff81e09510 t veth_xdp_rcv_one\n\
+                    0000000000000000 t hidden\n\
+                    ffffffff81e09510 t alias_of_rcv_one\n\
+                    ffffffff81e09960 t veth_xdp_rcv\n\
+                    garbage line\n\
+                    ffffffffc0001000 t do_xdp_generic\t[some_module]\n\
+                    ffffffffc0001400 T next_one\t[some_module]\n";
+        let (starts, found) = kallsyms_sites(text);
+        assert_eq!(
+            starts,
+            vec![
+                0xffffffff81e08a30,
+                0xffffffff81e09510,
+                0xffffffff81e09960,
+                0xffffffffc0001000,
+                0xffffffffc0001400
+            ]
+        );
+        assert_eq!(found[0], Some(0xffffffffc0001000));
+        assert_eq!(found[1], None);
+        assert_eq!(found[2], Some(0xffffffff81e08a30));
+        assert_eq!(found[3], Some(0xffffffff81e09510));
+    }
+
+    #[test]
+    fn the_running_kernels_drop_sites_are_found_with_an_end_past_their_start() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("SKIPPED: /proc/kallsyms shows addresses to root only");
+            return;
+        }
+        let sites = xdp_drop_sites();
+        assert!(sites.iter().any(|s| s.start != 0), "{sites:?}");
+        for site in sites.iter().filter(|s| s.start != 0) {
+            assert!(site.end > site.start, "{site:?}");
+        }
+    }
 }
