@@ -124,13 +124,16 @@ pub struct HandshakeKey {
     pub family: u16,
 }
 
+/// The offset of an optional record field the running kernel does not have.
+pub const FIELD_ABSENT: u32 = u32::MAX;
+
 /// Byte offsets of the fields the programs read in each tracepoint's record (from tracefs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct RecordOffsets {
     /// `skb:kfree_skb` `skbaddr`.
     pub kfree_skb_skbaddr: u32,
-    /// `skb:kfree_skb` `rx_sk` (the receiving socket, when known).
+    /// `skb:kfree_skb` `rx_sk` (the receiving socket, when known), or [`FIELD_ABSENT`].
     pub kfree_skb_rx_sk: u32,
     /// `skb:kfree_skb` `protocol` (ethertype, host byte order).
     pub kfree_skb_protocol: u32,
@@ -138,8 +141,9 @@ pub struct RecordOffsets {
     pub kfree_skb_reason: u32,
     /// `skb:kfree_skb` `location` (the address of the code that freed the packet).
     pub kfree_skb_location: u32,
-    /// Explicit padding; always 0.
-    pub _pad: u32,
+    /// `tcp:tcp_retransmit_skb` `err` (non-zero: the retransmission failed), or
+    /// [`FIELD_ABSENT`] on kernels without it.
+    pub retransmit_err: u32,
     /// `net:netif_receive_skb` `skbaddr`.
     pub rx_skbaddr: u32,
     /// `skb:skb_copy_datagram_iovec` `skbaddr`.

@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use firewall_common::telemetry::{
-    HANDSHAKES_MAX, HandshakeKey, LATENCY_BUCKETS, RX_LATENCY_LEN, RX_STAMPS_MAX, SKB_DROPS_LEN,
-    TelemetryConfig, drop_index, latency_bucket, tcp,
+    FIELD_ABSENT, HANDSHAKES_MAX, HandshakeKey, LATENCY_BUCKETS, RX_LATENCY_LEN, RX_STAMPS_MAX,
+    SKB_DROPS_LEN, TelemetryConfig, drop_index, latency_bucket, tcp,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -50,7 +50,9 @@ const AF_INET6: u16 = 10;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
+const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 const IPV6_HLEN: u64 = 40;
 /// `sk_buff.network_header` when no network header was set (`(u16)~0`).
@@ -122,6 +124,8 @@ struct Packet {
     src_port: u16,
     dst_port: u16,
     tcp_flags: u8,
+    /// A TCP segment carrying data (not a bare SYN, ACK or FIN).
+    tcp_payload: bool,
 }
 
 /// Parses the headers at `ip` (a kernel address), an IPv4 or IPv6 header per `ethertype`.
@@ -129,7 +133,7 @@ struct Packet {
 #[inline(always)]
 fn parse(ip: u64, ethertype: u16) -> Option<Packet> {
     let mut src = [0u8; 16];
-    let (family, protocol, l4) = match ethertype {
+    let (family, protocol, l4, l4_len) = match ethertype {
         ETH_P_IP => {
             let head = kread::<[u8; 20]>(ip, 0)?;
             if head[0] >> 4 != 4 {
@@ -140,12 +144,15 @@ fn parse(ip: u64, ethertype: u16) -> Option<Packet> {
                 return None;
             }
             src[..4].copy_from_slice(&head[12..16]);
-            (4, head[9], ip + ((head[0] & 0x0f) as u64) * 4)
+            let ihl = ((head[0] & 0x0f) as u64) * 4;
+            let total = u16::from_be_bytes([head[2], head[3]]) as u64;
+            (4, head[9], ip + ihl, total.saturating_sub(ihl))
         }
         ETH_P_IPV6 => {
-            let next = kread::<u8>(ip, 6)?;
+            let head = kread::<[u8; 8]>(ip, 0)?;
             src = kread::<[u8; 16]>(ip, 8)?;
-            (6, next, ip + IPV6_HLEN)
+            let payload = u16::from_be_bytes([head[4], head[5]]) as u64;
+            (6, head[6], ip + IPV6_HLEN, payload)
         }
         _ => return None,
     };
@@ -157,16 +164,20 @@ fn parse(ip: u64, ethertype: u16) -> Option<Packet> {
             src_port: 0,
             dst_port: 0,
             tcp_flags: 0,
+            tcp_payload: false,
         });
     }
     let l4 = kread::<[u8; L4_READ]>(l4, 0)?;
+    let tcp = protocol == IPPROTO_TCP;
+    let tcp_header = ((l4[12] >> 4) as u64) * 4;
     Some(Packet {
         src,
         family,
         protocol,
         src_port: u16::from_be_bytes([l4[0], l4[1]]),
         dst_port: u16::from_be_bytes([l4[2], l4[3]]),
-        tcp_flags: if protocol == IPPROTO_TCP { l4[13] } else { 0 },
+        tcp_flags: if tcp { l4[13] } else { 0 },
+        tcp_payload: tcp && l4_len > tcp_header,
     })
 }
 
@@ -197,11 +208,20 @@ fn skb_drops_in(ctx: &TracePointContext) -> Option<()> {
         }
     }
     let skb = field::<u64>(ctx, r.kfree_skb_skbaddr)?;
+    // The namespace of the receiving socket when the kernel names one, else of the device the
+    // packet arrived on, else of the socket that owns it (a drop on the way out).
+    let rx_sk = if r.kfree_skb_rx_sk == FIELD_ABSENT {
+        0
+    } else {
+        field::<u64>(ctx, r.kfree_skb_rx_sk).unwrap_or(0)
+    };
     let dev = kread::<u64>(skb, cfg.kernel.skb_dev).unwrap_or(0);
-    let ours = if dev != 0 {
+    let ours = if rx_sk != 0 {
+        sock_in_netns(cfg, rx_sk)
+    } else if dev != 0 {
         dev_in_netns(cfg, dev)
     } else {
-        let sk = field::<u64>(ctx, r.kfree_skb_rx_sk).unwrap_or(0);
+        let sk = kread::<u64>(skb, cfg.kernel.skb_sk).unwrap_or(0);
         sk != 0 && sock_in_netns(cfg, sk)
     };
     if !ours {
@@ -218,8 +238,8 @@ fn skb_drops_in(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-/// `net:netif_receive_skb`: stamps P2P packets for the latency histogram and starts following
-/// each new inbound handshake (a SYN without ACK to the P2P port).
+/// `net:netif_receive_skb`: stamps TCP segments with data to the P2P port for the latency
+/// histogram and starts following each new inbound handshake (a bare SYN to the P2P port).
 #[tracepoint]
 pub fn rx(ctx: TracePointContext) -> u32 {
     rx_in(&ctx);
@@ -242,11 +262,12 @@ fn rx_in(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let now = monotonic_ns();
-    // A failed insert only loses one latency sample.
-    let _ = RX_STAMPS.insert(skb, now, 0);
+    if packet.tcp_payload {
+        // Only data is ever copied to a reader; a failed insert loses one latency sample.
+        let _ = RX_STAMPS.insert(skb, now, 0);
+    }
     if packet.protocol == IPPROTO_TCP
-        && packet.tcp_flags & TCP_SYN != 0
-        && packet.tcp_flags & TCP_ACK == 0
+        && packet.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
     {
         let key = HandshakeKey {
             addr: packet.src,
@@ -282,10 +303,11 @@ fn rx_copy_in(ctx: &TracePointContext) -> Option<()> {
     // at worst records one sample twice.
     let stamped = unsafe { *RX_STAMPS.get(skb)? };
     let _ = RX_STAMPS.remove(skb);
-    // A stale stamp (a buffer merged into another, its address reused) must not count: the
-    // reading socket must be on the P2P port when the buffer has an owner.
-    let sk = kread::<u64>(skb, cfg.kernel.skb_sk).unwrap_or(0);
-    if sk != 0 && kread::<u16>(sk, cfg.kernel.sock_num)? != cfg.p2p_port {
+    // A stale stamp (a buffer merged into another, its address reused, perhaps in another
+    // namespace) must not count: the reading socket must be ours and on the P2P port.
+    let sk = kread::<u64>(skb, cfg.kernel.skb_sk)?;
+    if sk == 0 || kread::<u16>(sk, cfg.kernel.sock_num)? != cfg.p2p_port || !sock_in_netns(cfg, sk)
+    {
         return None;
     }
     let ns = monotonic_ns().saturating_sub(stamped);
@@ -329,10 +351,24 @@ fn sock_state_in(ctx: &TracePointContext) -> Option<()> {
         AF_INET6 => field::<[u8; 16]>(ctx, r.state_daddr_v6)?,
         _ => return None,
     };
+    // A dual-stack listener reports an IPv4 peer as ::ffff:a.b.c.d; the SYN was IPv4.
+    let v4_mapped = family == AF_INET6
+        && addr[..10].iter().all(|b| *b == 0)
+        && addr[10] == 0xff
+        && addr[11] == 0xff;
+    let (addr, family) = if v4_mapped {
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&addr[12..]);
+        (v4, 4)
+    } else if family == AF_INET {
+        (addr, 4)
+    } else {
+        (addr, 6)
+    };
     let key = HandshakeKey {
         addr,
         port: field::<u16>(ctx, r.state_dport)?,
-        family: if family == AF_INET { 4 } else { 6 },
+        family,
     };
     // Absent when it started while the table was full, or was already swept as abandoned.
     let _ = HANDSHAKES.remove(key);
@@ -354,6 +390,10 @@ fn retransmit_in(ctx: &TracePointContext) -> Option<()> {
     let sport = field::<u16>(ctx, r.retransmit_sport)?;
     let dport = field::<u16>(ctx, r.retransmit_dport)?;
     if sport != cfg.p2p_port && dport != cfg.p2p_port {
+        return None;
+    }
+    // A failed attempt sent nothing.
+    if r.retransmit_err != FIELD_ABSENT && field::<i32>(ctx, r.retransmit_err)? != 0 {
         return None;
     }
     if !sock_in_netns(cfg, field::<u64>(ctx, r.retransmit_skaddr)?) {

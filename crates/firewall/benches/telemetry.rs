@@ -133,12 +133,12 @@ fn run() -> BenchResult<()> {
     let pid = std::process::id();
     let ns = VethPair::create(
         (
-            &format!("fwbench-{pid}-a"),
+            &format!("fwt-{pid}-bench-a"),
             &format!("tba{pid}"),
             A4.parse()?,
         ),
         (
-            &format!("fwbench-{pid}-b"),
+            &format!("fwt-{pid}-bench-b"),
             &format!("tbb{pid}"),
             B4.parse()?,
         ),

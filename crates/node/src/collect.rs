@@ -402,7 +402,7 @@ fn write_telemetry(out: &mut Exposition, t: Option<&TelemetrySnapshot>) {
         Kind::Counter,
         "Packets the kernel stack dropped in the node's network namespace after XDP passed them, by kernel drop reason and by port (p2p: to the P2P port).",
     );
-    for drop in counts.map_or(&[][..], |c| &c.drops[..]) {
+    for drop in counts.and_then(|c| c.drops.as_deref()).unwrap_or_default() {
         for (port, value) in [("p2p", drop.p2p), ("other", drop.other)] {
             out.sample(
                 "kernel_skb_drops_total",
@@ -411,13 +411,13 @@ fn write_telemetry(out: &mut Exposition, t: Option<&TelemetrySnapshot>) {
             );
         }
     }
+    let handshakes = counts.and_then(|c| c.handshakes);
     out.family(
         "kernel_tcp_handshakes_total",
         Kind::Counter,
         "Inbound TCP handshakes on the P2P port, by result: started (a new SYN), completed, abandoned (not completed within 10 s, or failed), untracked (started while the table was full).",
     );
-    if let Some(c) = counts {
-        let h = c.handshakes;
+    if let Some(h) = handshakes {
         for (result, value) in [
             ("started", h.started),
             ("completed", h.completed),
@@ -436,15 +436,18 @@ fn write_telemetry(out: &mut Exposition, t: Option<&TelemetrySnapshot>) {
         "kernel_tcp_handshakes_pending",
         Kind::Gauge,
         "Inbound TCP handshakes on the P2P port started and not yet completed or abandoned.",
-        counts.map(|c| c.handshakes.pending as f64),
+        handshakes.map(|h| h.pending as f64),
     );
     out.family(
         "kernel_tcp_retransmits_total",
         Kind::Counter,
         "TCP retransmissions on the P2P port, by kind: segment (on a connection) or synack (by the listener, to a handshake that got no ACK).",
     );
-    if let Some(c) = counts {
-        for (kind, value) in [("segment", c.retransmits), ("synack", c.synack_retransmits)] {
+    for (kind, value) in [
+        ("segment", counts.and_then(|c| c.retransmits)),
+        ("synack", counts.and_then(|c| c.synack_retransmits)),
+    ] {
+        if let Some(value) = value {
             out.sample(
                 "kernel_tcp_retransmits_total",
                 &[("kind", kind)],
@@ -452,22 +455,21 @@ fn write_telemetry(out: &mut Exposition, t: Option<&TelemetrySnapshot>) {
             );
         }
     }
-    let help = "Seconds from the kernel stack receiving a P2P-port packet (right after XDP) to the node's read copying it from the socket.";
-    match counts {
-        Some(c) => {
-            let bounds: Vec<f64> = (0..c.latency.buckets.len())
+    let help = "Seconds from the kernel stack receiving TCP data on the P2P port (right after XDP) to the node's read copying it from the socket.";
+    match counts.and_then(|c| c.latency.as_ref()) {
+        Some(latency) => {
+            let bounds: Vec<f64> = (0..latency.buckets.len())
                 .map_while(Latency::upper_bound_seconds)
                 .collect();
-            let over = c
-                .latency
+            let over = latency
                 .buckets
                 .get(bounds.len()..)
                 .map_or(0, |rest| rest.iter().sum());
             let histogram = Histogram::from_counts(
                 &bounds,
-                &c.latency.buckets,
+                &latency.buckets,
                 over,
-                c.latency.sum_ns as f64 * 1e-9,
+                latency.sum_ns as f64 * 1e-9,
             );
             out.histogram("kernel_receive_latency_seconds", help, &histogram);
         }
@@ -900,7 +902,7 @@ mod tests {
                 ("tcp:tcp_retransmit_synack".into(), false),
             ],
             counts: Some(TelemetryCounts {
-                drops: vec![
+                drops: Some(vec![
                     DropCount {
                         reason: "no_socket".into(),
                         p2p: 2,
@@ -911,20 +913,21 @@ mod tests {
                         p2p: 0,
                         other: 0,
                     },
-                ],
-                handshakes: Handshakes {
+                ]),
+                handshakes: Some(Handshakes {
                     started: 10,
                     completed: 6,
                     abandoned: 3,
                     untracked: 1,
                     pending: 1,
-                },
-                retransmits: 4,
-                synack_retransmits: 7,
-                latency: Latency {
+                }),
+                retransmits: Some(4),
+                // Its program is not attached.
+                synack_retransmits: None,
+                latency: Some(Latency {
                     buckets,
                     sum_ns: 20_000_000_000,
-                },
+                }),
             }),
         }
     }
@@ -1068,7 +1071,7 @@ mod tests {
             "kernel_skb_drops_total{port=\"p2p\",reason=\"other\"} 0\n",
             "kernel_tcp_handshakes_total{result=\"abandoned\"} 3\n",
             "kernel_tcp_handshakes_pending 1\n",
-            "kernel_tcp_retransmits_total{kind=\"synack\"} 7\n",
+            "kernel_tcp_retransmits_total{kind=\"segment\"} 4\n",
             "kernel_receive_latency_seconds_bucket{le=\"0.000001\"} 1\n",
             "kernel_receive_latency_seconds_bucket{le=\"0.000008\"} 3\n",
             "kernel_receive_latency_seconds_bucket{le=\"+Inf\"} 4\n",
@@ -1077,6 +1080,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+        assert!(
+            !text.contains("kernel_tcp_retransmits_total{kind=\"synack\"}"),
+            "{text}"
+        );
         let without = write(&empty(FilterMode::Off));
         assert!(without.contains("# TYPE kernel_skb_drops_total counter\n"));
         assert!(!without.contains("kernel_skb_drops_total{"), "{without}");

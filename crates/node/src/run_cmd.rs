@@ -230,7 +230,7 @@ fn start_telemetry(config: &Config, listen: &[Multiaddr]) -> Option<Telemetry> {
             for a in missing {
                 if let Err(why) = &a.result {
                     log::warn!(
-                        "[4/8] kernel telemetry: {} NOT attached ({why}); its kernel_* metrics stay at zero",
+                        "[4/8] kernel telemetry: {} NOT attached ({why}); the kernel_* samples it feeds are left out",
                         a.tracepoint
                     );
                 }
@@ -514,7 +514,7 @@ async fn serve(
         progress: runtime.progress(),
         events: runtime.events(),
         filter: filter.clone(),
-        telemetry,
+        telemetry: telemetry.clone(),
         db: Some(db.clone()),
         info: Arc::new(NodeInfo {
             chain_id: genesis.chain_id.to_string(),
@@ -552,6 +552,9 @@ async fn serve(
         )));
     }
     let sampler = spawn_drop_sampler(&filter, runtime.events(), config, stop_rx.clone());
+    if let Some(telemetry) = telemetry {
+        tokio::spawn(sweep_handshakes(telemetry, stop_rx.clone()));
+    }
 
     let loop_stop = stopped(stop_rx.clone());
     tokio::spawn(async move {
@@ -655,6 +658,32 @@ fn spawn_drop_sampler(
             }
         }
     }))
+}
+
+/// Sweeps the telemetry's handshake table every few seconds, so it never stays full of dead
+/// handshakes between scrapes; ends when the node stops.
+async fn sweep_handshakes(telemetry: Arc<Mutex<Telemetry>>, stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(firewall::telemetry::SWEEP_INTERVAL);
+    let stopped = stopped(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tick.tick() => {}
+        }
+        let telemetry = telemetry.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            let mut telemetry = match telemetry.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            telemetry.sweep()
+        })
+        .await;
+        if let Ok(Err(e)) = swept {
+            log::warn!("kernel telemetry: sweeping the handshake table failed: {e}");
+        }
+    }
 }
 
 /// Completes once the stop flag is set.

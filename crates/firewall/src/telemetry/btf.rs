@@ -87,6 +87,9 @@ impl Btf {
             field(16).ok_or_else(|| malformed("header"))?,
             field(20).ok_or_else(|| malformed("header"))?,
         );
+        if hdr_len < HEADER_MIN || hdr_len > data.len() {
+            return Err(malformed("header length"));
+        }
         let type_start = hdr_len
             .checked_add(type_off)
             .ok_or_else(|| malformed("type section"))?;
@@ -230,15 +233,15 @@ impl Btf {
             if member_name.is_empty() {
                 let inner = self.resolve(member_type)?;
                 if let Some((offset, found)) = self.member(inner, name, depth + 1) {
-                    return Some((bit_offset + offset, found));
+                    return Some((bit_offset.checked_add(offset)?, found));
                 }
             }
         }
         None
     }
 
-    /// Every value of `enum name`, with its name.
-    pub fn enum_values(&self, name: &str) -> Result<Vec<(String, i64)>, TelemetryError> {
+    /// Every value of `enum name`, with its name (signed or unsigned as the enum says).
+    pub fn enum_values(&self, name: &str) -> Result<Vec<(String, i128)>, TelemetryError> {
         let id = self
             .find(name, &[kind::ENUM, kind::ENUM64])
             .ok_or_else(|| TelemetryError::BtfType {
@@ -256,13 +259,18 @@ impl Btf {
                 let low = u32_at(&self.data, at + 4).ok_or_else(truncated)?;
                 let value = if header.kind == kind::ENUM {
                     if header.kind_flag {
-                        low as i32 as i64
+                        i128::from(low as i32)
                     } else {
-                        low as i64
+                        i128::from(low)
                     }
                 } else {
                     let high = u32_at(&self.data, at + 8).ok_or_else(truncated)?;
-                    ((high as u64) << 32 | low as u64) as i64
+                    let bits = (u64::from(high) << 32) | u64::from(low);
+                    if header.kind_flag {
+                        i128::from(bits as i64)
+                    } else {
+                        i128::from(bits)
+                    }
                 };
                 Ok((value_name.to_string(), value))
             })
@@ -370,6 +378,22 @@ mod tests {
             values,
             vec![("RED".to_string(), 2), ("BLUE".to_string(), -1)]
         );
+    }
+
+    #[test]
+    fn member_offsets_that_overflow_are_an_error_not_a_panic() {
+        let strings = b"\0int\0outer\0deep\0";
+        let mut types = Vec::new();
+        types.extend(ty(1, kind::INT, 0, false, 4));
+        types.extend(words(&[32]));
+        // 2: anonymous struct { int deep @32 }
+        types.extend(ty(0, kind::STRUCT, 1, false, 8));
+        types.extend(words(&[11, 1, 32]));
+        // 3: struct outer { struct 2 @ (u32::MAX - 7) }
+        types.extend(ty(5, kind::STRUCT, 1, false, 8));
+        types.extend(words(&[0, 2, u32::MAX - 7]));
+        let btf = Btf::parse(btf(&types, strings)).unwrap();
+        assert!(btf.offset_of("outer", "deep").is_err());
     }
 
     #[test]

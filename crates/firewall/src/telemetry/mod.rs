@@ -28,8 +28,9 @@ use aya::{
     programs::TracePoint,
 };
 use firewall_common::telemetry::{
-    CodeRange, DROP_REASON_OTHER, HandshakeKey, KernelOffsets, LATENCY_BUCKETS, RecordOffsets,
-    TelemetryConfig, XDP_DROP_SITES, drop_index, map_names, programs, tcp,
+    CodeRange, DROP_REASON_OTHER, FIELD_ABSENT, HANDSHAKES_MAX, HandshakeKey, KernelOffsets,
+    LATENCY_BUCKETS, RecordOffsets, TelemetryConfig, XDP_DROP_SITES, drop_index, map_names,
+    programs, tcp,
 };
 
 use crate::clock::now_ns;
@@ -43,6 +44,11 @@ static TELEMETRY_OBJECT: &[u8] =
 /// working path takes milliseconds, and Linux gives up on an unanswered SYN-ACK after about a
 /// minute, so 10 s separates a flood's half-open connections from slow peers.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the node sweeps the handshake table between scrapes.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Most entries one sweep visits: the table twice over (a walk restarted by the kernel's
+/// deletions repeats entries).
+const SWEEP_VISITS_MAX: usize = 2 * HANDSHAKES_MAX as usize;
 /// The kernel's symbol table.
 const KALLSYMS: &str = "/proc/kallsyms";
 /// The network namespace of the calling thread.
@@ -146,19 +152,20 @@ impl Latency {
     }
 }
 
-/// Everything the telemetry counted since it started.
+/// Everything the telemetry counted since it started; `None` where the programs that count it
+/// are not attached (zeros would read as "nothing happened").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TelemetryCounts {
     /// Drops by reason, one entry per reason the kernel knows, in code order.
-    pub drops: Vec<DropCount>,
+    pub drops: Option<Vec<DropCount>>,
     /// Inbound handshakes.
-    pub handshakes: Handshakes,
+    pub handshakes: Option<Handshakes>,
     /// Segments retransmitted on P2P connections.
-    pub retransmits: u64,
+    pub retransmits: Option<u64>,
     /// SYN-ACKs the P2P listener retransmitted.
-    pub synack_retransmits: u64,
-    /// Stack-to-reader latency of P2P packets.
-    pub latency: Latency,
+    pub synack_retransmits: Option<u64>,
+    /// Stack-to-reader latency of TCP data on the P2P port.
+    pub latency: Option<Latency>,
 }
 
 /// The attached telemetry of one process.
@@ -167,7 +174,10 @@ pub struct Telemetry {
     attachments: Vec<Attachment>,
     /// (slot, label) for every slot the kernel names, plus the catch-all.
     reasons: Vec<(u32, String)>,
+    /// Handshakes swept as abandoned.
     abandoned: u64,
+    /// Handshakes followed and not ended at the last sweep.
+    pending: u64,
     handshake_timeout: Duration,
 }
 
@@ -239,6 +249,7 @@ impl Telemetry {
             attachments,
             reasons,
             abandoned: 0,
+            pending: 0,
             handshake_timeout: HANDSHAKE_TIMEOUT,
         })
     }
@@ -270,59 +281,65 @@ impl Telemetry {
         &self.attachments
     }
 
-    /// Reads every counter (summed over CPUs) and sweeps handshakes older than the timeout
-    /// ([`HANDSHAKE_TIMEOUT`] unless set) out of the table, counting them abandoned.
+    /// Whether `program` (one of `programs::ALL`) is attached.
+    fn attached(&self, program: (&str, &str, &str)) -> bool {
+        let tracepoint = format!("{}:{}", program.1, program.2);
+        self.attachments
+            .iter()
+            .any(|a| a.tracepoint == tracepoint && a.result.is_ok())
+    }
+
+    /// Sums entry `index` of a per-CPU counter array over every CPU.
+    fn per_cpu_total(&self, name: &'static str, index: u32) -> Result<u64, TelemetryError> {
+        let values = self
+            .per_cpu(name)?
+            .get(&index, 0)
+            .map_err(|e| map_error(name, e))?;
+        Ok(values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v)))
+    }
+
+    /// Reads every counter (summed over CPUs) after a sweep of the handshake table.
     pub fn read(&mut self) -> Result<TelemetryCounts, TelemetryError> {
-        let swept = self.sweep_handshakes()?;
-        self.abandoned += swept.0;
-        let drops_map = self.per_cpu(map_names::SKB_DROPS)?;
-        let total = |index: u32| -> Result<u64, TelemetryError> {
-            let values = drops_map
-                .get(&index, 0)
-                .map_err(|e| map_error(map_names::SKB_DROPS, e))?;
-            Ok(values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v)))
-        };
-        let mut drops = Vec::with_capacity(self.reasons.len());
-        for (slot, reason) in &self.reasons {
-            drops.push(DropCount {
-                reason: reason.clone(),
-                p2p: total(drop_index(true, *slot))?,
-                other: total(drop_index(false, *slot))?,
+        self.sweep()?;
+        let mut counts = TelemetryCounts::default();
+        if self.attached(programs::SKB_DROPS) {
+            let mut drops = Vec::with_capacity(self.reasons.len());
+            for (slot, reason) in &self.reasons {
+                drops.push(DropCount {
+                    reason: reason.clone(),
+                    p2p: self.per_cpu_total(map_names::SKB_DROPS, drop_index(true, *slot))?,
+                    other: self.per_cpu_total(map_names::SKB_DROPS, drop_index(false, *slot))?,
+                });
+            }
+            counts.drops = Some(drops);
+        }
+        let tcp_count = |i: u32| self.per_cpu_total(map_names::TCP, i);
+        if self.attached(programs::RX) && self.attached(programs::SOCK_STATE) {
+            counts.handshakes = Some(Handshakes {
+                started: tcp_count(tcp::STARTED)?,
+                completed: tcp_count(tcp::COMPLETED)?,
+                abandoned: self.abandoned + tcp_count(tcp::FAILED)?,
+                untracked: tcp_count(tcp::UNTRACKED)?,
+                pending: self.pending,
             });
         }
-        let tcp_map = self.per_cpu(map_names::TCP)?;
-        let mut tcp_counts = [0u64; tcp::LEN as usize];
-        for (i, count) in tcp_counts.iter_mut().enumerate() {
-            let values = tcp_map
-                .get(&(i as u32), 0)
-                .map_err(|e| map_error(map_names::TCP, e))?;
-            *count = values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
+        if self.attached(programs::RETRANSMIT) {
+            counts.retransmits = Some(tcp_count(tcp::RETRANSMIT_SEGMENT)?);
         }
-        let latency_map = self.per_cpu(map_names::RX_LATENCY)?;
-        let mut latency = Vec::with_capacity(LATENCY_BUCKETS as usize + 1);
-        for i in 0..=LATENCY_BUCKETS {
-            let values = latency_map
-                .get(&i, 0)
-                .map_err(|e| map_error(map_names::RX_LATENCY, e))?;
-            latency.push(values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v)));
+        if self.attached(programs::RETRANSMIT_SYNACK) {
+            counts.synack_retransmits = Some(tcp_count(tcp::RETRANSMIT_SYNACK)?);
         }
-        let sum_ns = latency.pop().unwrap_or(0);
-        Ok(TelemetryCounts {
-            drops,
-            handshakes: Handshakes {
-                started: tcp_counts[tcp::STARTED as usize],
-                completed: tcp_counts[tcp::COMPLETED as usize],
-                abandoned: self.abandoned + tcp_counts[tcp::FAILED as usize],
-                untracked: tcp_counts[tcp::UNTRACKED as usize],
-                pending: swept.1,
-            },
-            retransmits: tcp_counts[tcp::RETRANSMIT_SEGMENT as usize],
-            synack_retransmits: tcp_counts[tcp::RETRANSMIT_SYNACK as usize],
-            latency: Latency {
-                buckets: latency,
-                sum_ns,
-            },
-        })
+        if self.attached(programs::RX) && self.attached(programs::RX_COPY) {
+            let mut buckets = Vec::with_capacity(LATENCY_BUCKETS as usize);
+            for i in 0..LATENCY_BUCKETS {
+                buckets.push(self.per_cpu_total(map_names::RX_LATENCY, i)?);
+            }
+            counts.latency = Some(Latency {
+                buckets,
+                sum_ns: self.per_cpu_total(map_names::RX_LATENCY, LATENCY_BUCKETS)?,
+            });
+        }
+        Ok(counts)
     }
 
     fn per_cpu(&self, name: &'static str) -> Result<PerCpuArray<&MapData, u64>, TelemetryError> {
@@ -333,38 +350,44 @@ impl Telemetry {
         PerCpuArray::try_from(map).map_err(|e| map_error(name, e))
     }
 
-    /// Removes handshakes older than the timeout; returns (removed, still pending).
-    fn sweep_handshakes(&mut self) -> Result<(u64, u64), TelemetryError> {
+    /// Removes handshakes older than the timeout from the table, counting them abandoned, and
+    /// counts those still pending. The node calls it every few seconds ([`SWEEP_INTERVAL`]) so
+    /// the table never stays full of dead handshakes between scrapes.
+    pub fn sweep(&mut self) -> Result<(), TelemetryError> {
         let name = map_names::HANDSHAKES;
+        let cutoff = now_ns().saturating_sub(self.handshake_timeout.as_nanos() as u64);
         let map = self.ebpf.map_mut(name).ok_or(TelemetryError::Map {
             name,
             message: "missing from the object".into(),
         })?;
         let mut table: HashMap<&mut MapData, HandshakeKey, u64> =
             HashMap::try_from(map).map_err(|e| map_error(name, e))?;
-        let cutoff = now_ns().saturating_sub(self.handshake_timeout.as_nanos() as u64);
+        // When the kernel deletes the key a walk stands on, the walk starts again from the
+        // first key: the set removes repeats, and the cap bounds the walk.
+        let mut seen = std::collections::HashSet::new();
         let mut expired = Vec::new();
         let mut pending = 0u64;
-        // An entry removed by the kernel while we walk ends the walk early or is skipped;
-        // either way the next read sees the rest.
-        for entry in table.iter() {
+        for entry in table.iter().take(SWEEP_VISITS_MAX) {
             let Ok((key, started_ns)) = entry else {
                 break;
             };
+            if !seen.insert(key) {
+                continue;
+            }
             if started_ns < cutoff {
                 expired.push(key);
             } else {
                 pending += 1;
             }
         }
-        let mut removed = 0;
         for key in expired {
             // Not found: the handshake completed meanwhile, and was counted so.
             if table.remove(&key).is_ok() {
-                removed += 1;
+                self.abandoned += 1;
             }
         }
-        Ok((removed, pending))
+        self.pending = pending;
+        Ok(())
     }
 }
 
@@ -397,46 +420,54 @@ fn record_offsets(tracefs: &std::path::Path) -> (RecordOffsets, StdHashMap<&'sta
     let mut unavailable = StdHashMap::new();
     for (program, category, name) in programs::ALL {
         let found = tracefs::fields(tracefs, category, name).and_then(|fields| {
-            let get = |field: &str| {
-                fields
-                    .get(field)
-                    .map(|f| f.offset)
-                    .ok_or_else(|| TelemetryError::Field {
-                        tracepoint: format!("{category}:{name}"),
-                        field: field.to_string(),
-                    })
+            let tracepoint = format!("{category}:{name}");
+            // A field the program reads, checked to have the size it reads.
+            let get = |field: &str, size: u32| match fields.get(field) {
+                Some(f) if f.size == size => Ok(f.offset),
+                Some(f) => Err(TelemetryError::Field {
+                    tracepoint: tracepoint.clone(),
+                    field: format!("{field} of {size} bytes (the kernel's has {})", f.size),
+                }),
+                None => Err(TelemetryError::Field {
+                    tracepoint: tracepoint.clone(),
+                    field: field.to_string(),
+                }),
+            };
+            let optional = |field: &str, size: u32| match fields.get(field) {
+                None => Ok(FIELD_ABSENT),
+                Some(_) => get(field, size),
             };
             let r = &mut records;
             match program {
                 p if p == programs::SKB_DROPS.0 => {
-                    r.kfree_skb_skbaddr = get("skbaddr")?;
-                    r.kfree_skb_protocol = get("protocol")?;
-                    r.kfree_skb_reason = get("reason")?;
-                    r.kfree_skb_location = get("location")?;
-                    // Older kernels have no rx_sk; 0 reads the record's header, never a socket.
-                    r.kfree_skb_rx_sk = get("rx_sk").unwrap_or(0);
+                    r.kfree_skb_skbaddr = get("skbaddr", 8)?;
+                    r.kfree_skb_protocol = get("protocol", 2)?;
+                    r.kfree_skb_reason = get("reason", 4)?;
+                    r.kfree_skb_location = get("location", 8)?;
+                    r.kfree_skb_rx_sk = optional("rx_sk", 8)?;
                 }
-                p if p == programs::RX.0 => r.rx_skbaddr = get("skbaddr")?,
-                p if p == programs::RX_COPY.0 => r.copy_skbaddr = get("skbaddr")?,
+                p if p == programs::RX.0 => r.rx_skbaddr = get("skbaddr", 8)?,
+                p if p == programs::RX_COPY.0 => r.copy_skbaddr = get("skbaddr", 8)?,
                 p if p == programs::SOCK_STATE.0 => {
-                    r.state_skaddr = get("skaddr")?;
-                    r.state_oldstate = get("oldstate")?;
-                    r.state_newstate = get("newstate")?;
-                    r.state_sport = get("sport")?;
-                    r.state_dport = get("dport")?;
-                    r.state_family = get("family")?;
-                    r.state_protocol = get("protocol")?;
-                    r.state_daddr = get("daddr")?;
-                    r.state_daddr_v6 = get("daddr_v6")?;
+                    r.state_skaddr = get("skaddr", 8)?;
+                    r.state_oldstate = get("oldstate", 4)?;
+                    r.state_newstate = get("newstate", 4)?;
+                    r.state_sport = get("sport", 2)?;
+                    r.state_dport = get("dport", 2)?;
+                    r.state_family = get("family", 2)?;
+                    r.state_protocol = get("protocol", 2)?;
+                    r.state_daddr = get("daddr", 4)?;
+                    r.state_daddr_v6 = get("daddr_v6", 16)?;
                 }
                 p if p == programs::RETRANSMIT.0 => {
-                    r.retransmit_skaddr = get("skaddr")?;
-                    r.retransmit_sport = get("sport")?;
-                    r.retransmit_dport = get("dport")?;
+                    r.retransmit_skaddr = get("skaddr", 8)?;
+                    r.retransmit_sport = get("sport", 2)?;
+                    r.retransmit_dport = get("dport", 2)?;
+                    r.retransmit_err = optional("err", 4)?;
                 }
                 _ => {
-                    r.synack_skaddr = get("skaddr")?;
-                    r.synack_sport = get("sport")?;
+                    r.synack_skaddr = get("skaddr", 8)?;
+                    r.synack_sport = get("sport", 2)?;
                 }
             }
             Ok(())
