@@ -277,6 +277,26 @@ pub enum BlockError {
 }
 
 impl BlockError {
+    /// Every [`BlockError::label`], so metrics can show each reason from the start.
+    pub const LABELS: [&'static str; 16] = [
+        "wrong_height",
+        "wrong_parent",
+        "time_not_increasing",
+        "time_in_future",
+        "unknown_proposer",
+        "validators_hash_mismatch",
+        "txs_root_mismatch",
+        "last_commit_hash_mismatch",
+        "missing_last_commit",
+        "unexpected_last_commit",
+        "bad_last_commit",
+        "too_large",
+        "duplicate_tx",
+        "invalid_tx",
+        "state_root_mismatch",
+        "state_error",
+    ];
+
     /// A stable label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {
@@ -345,4 +365,54 @@ pub enum LedgerError {
         /// Why it does not decode.
         source: DecodeError,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_lists_the_label_of_every_block_refusal_once() {
+        let key = types::SecretKey::from_seed([1; 32]).public_key();
+        let every = [
+            BlockError::WrongHeight {
+                expected: 2,
+                got: 3,
+            },
+            BlockError::WrongParent {
+                expected: Hash::ZERO,
+                got: Hash::ZERO,
+            },
+            BlockError::TimeNotIncreasing {
+                time_ms: 1,
+                parent_ms: 1,
+            },
+            BlockError::TimeInFuture {
+                time_ms: 9,
+                now_ms: 1,
+            },
+            BlockError::UnknownProposer(key),
+            BlockError::ValidatorsHashMismatch,
+            BlockError::TxsRootMismatch,
+            BlockError::LastCommitHashMismatch,
+            BlockError::MissingLastCommit,
+            BlockError::UnexpectedLastCommit,
+            BlockError::BadLastCommit(CommitError::UnknownSigner(key)),
+            BlockError::TooLarge { what: "txs" },
+            BlockError::DuplicateTx(Hash::ZERO),
+            BlockError::Tx {
+                index: 0,
+                source: TxError::ZeroAmount,
+            },
+            BlockError::StateRootMismatch {
+                header: Hash::ZERO,
+                computed: Hash::ZERO,
+            },
+            BlockError::State(StateError::Tree("gone".into())),
+        ];
+        let labels: Vec<&str> = every.iter().map(BlockError::label).collect();
+        assert_eq!(labels, BlockError::LABELS);
+        let distinct: std::collections::BTreeSet<&str> = labels.iter().copied().collect();
+        assert_eq!(distinct.len(), labels.len(), "no label twice");
+    }
 }

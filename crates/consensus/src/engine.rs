@@ -158,10 +158,76 @@ pub enum Output {
     },
 }
 
+/// Why a consensus message was dropped on arrival, before the state machine saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A message for the height just decided or an earlier one, arriving in the pause after
+    /// the commit.
+    DecidedHeight,
+    /// A proposal for the current height from a key without voting power.
+    ProposalFromNonValidator,
+    /// A vote for the current height from a key without voting power.
+    VoteFromNonValidator,
+    /// A signature of a vote, proposal or part does not verify.
+    InvalidSignature,
+    /// A part for a height too far ahead, or with the future-part buffer full.
+    PartTooFarAhead,
+    /// A part whose proposer has no voting power.
+    PartFromNonValidator,
+    /// A part for a round beyond the lookahead.
+    PartRoundTooFarAhead,
+    /// A part of another block from a proposer already sending as many as it may.
+    TooManyBlocksFromProposer,
+    /// A part whose count of parts differs from the others of its block.
+    InconsistentPartCount,
+    /// A part that would make its block larger than a block may be.
+    BlockTooLarge,
+    /// A part that would exceed the memory for blocks being assembled.
+    AssemblyMemoryFull,
+    /// A synced block whose commit certificate the core refused.
+    SyncCertificate,
+}
+
+impl Rejection {
+    /// Every [`Rejection::label`], so metrics can show each reason from the start.
+    pub const LABELS: [&'static str; 12] = [
+        "decided_height",
+        "proposal_from_non_validator",
+        "vote_from_non_validator",
+        "invalid_signature",
+        "part_too_far_ahead",
+        "part_from_non_validator",
+        "part_round_too_far_ahead",
+        "too_many_blocks_from_proposer",
+        "inconsistent_part_count",
+        "block_too_large",
+        "assembly_memory_full",
+        "sync_certificate",
+    ];
+
+    /// A stable label for metrics: the key of [`EngineCounters::rejected`].
+    pub const fn label(self) -> &'static str {
+        match self {
+            Rejection::DecidedHeight => "decided_height",
+            Rejection::ProposalFromNonValidator => "proposal_from_non_validator",
+            Rejection::VoteFromNonValidator => "vote_from_non_validator",
+            Rejection::InvalidSignature => "invalid_signature",
+            Rejection::PartTooFarAhead => "part_too_far_ahead",
+            Rejection::PartFromNonValidator => "part_from_non_validator",
+            Rejection::PartRoundTooFarAhead => "part_round_too_far_ahead",
+            Rejection::TooManyBlocksFromProposer => "too_many_blocks_from_proposer",
+            Rejection::InconsistentPartCount => "inconsistent_part_count",
+            Rejection::BlockTooLarge => "block_too_large",
+            Rejection::AssemblyMemoryFull => "assembly_memory_full",
+            Rejection::SyncCertificate => "sync_certificate",
+        }
+    }
+}
+
 /// Counters for metrics and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineCounters {
-    /// Messages dropped on arrival, by reason.
+    /// Messages dropped on arrival, by [`Rejection::label`].
     pub rejected: BTreeMap<&'static str, u64>,
     /// Inputs whose processing failed in the core, by reason.
     pub failed_inputs: BTreeMap<&'static str, u64>,
@@ -254,6 +320,12 @@ pub struct Engine<S: Store> {
 
 fn bump(map: &mut BTreeMap<&'static str, u64>, reason: &'static str) {
     *map.entry(reason).or_default() += 1;
+}
+
+impl EngineCounters {
+    fn reject(&mut self, why: Rejection) {
+        bump(&mut self.rejected, why.label());
+    }
 }
 
 fn timer_key(t: &Timeout) -> (u8, i64) {
@@ -456,7 +528,7 @@ impl<S: Store> Engine<S> {
         let height = self.state.height().0;
         // Proposals and parts of the height just decided would be fed to the next one.
         if self.host.next_start.is_some() && message.height() <= height {
-            bump(&mut self.host.counters.rejected, "decided_height");
+            self.host.counters.reject(Rejection::DecidedHeight);
             return;
         }
         match message {
@@ -465,16 +537,15 @@ impl<S: Store> Engine<S> {
                 if p.proposal.height == height
                     && self.host.ledger.validators().power(&p.proposal.proposer) == 0 =>
             {
-                bump(
-                    &mut self.host.counters.rejected,
-                    "proposal_from_non_validator",
-                );
+                self.host
+                    .counters
+                    .reject(Rejection::ProposalFromNonValidator);
             }
             ConsensusMessage::Vote(v)
                 if v.vote.height == height
                     && self.host.ledger.validators().power(&v.vote.validator) == 0 =>
             {
-                bump(&mut self.host.counters.rejected, "vote_from_non_validator");
+                self.host.counters.reject(Rejection::VoteFromNonValidator);
             }
             ConsensusMessage::Proposal(p) => {
                 if p.proposal.height == height
@@ -719,7 +790,7 @@ impl<S: Store> Host<S> {
             }
             Effect::CertRejectedSyncValue(_, height, error, r) => {
                 log::warn!("synced block at height {height} refused: {error}");
-                bump(&mut self.counters.rejected, "sync_certificate");
+                self.counters.reject(Rejection::SyncCertificate);
                 Ok(r.resume_with(()))
             }
             Effect::Decide(certificate, _, r) => {
@@ -763,7 +834,7 @@ impl<S: Store> Host<S> {
                     }),
                 };
                 if !valid {
-                    bump(&mut self.counters.rejected, "invalid_signature");
+                    self.counters.reject(Rejection::InvalidSignature);
                 }
                 Ok(r.resume_with(valid))
             }
@@ -1068,20 +1139,20 @@ impl<S: Store> Host<S> {
                 self.future_bytes += size;
                 self.future_parts.push(signed);
             } else {
-                bump(&mut self.counters.rejected, "part_too_far_ahead");
+                self.counters.reject(Rejection::PartTooFarAhead);
             }
             return;
         }
         if self.ledger.validators().power(&part.proposer) == 0 {
-            bump(&mut self.counters.rejected, "part_from_non_validator");
+            self.counters.reject(Rejection::PartFromNonValidator);
             return;
         }
         if part.round > self.round.saturating_add(ROUND_LOOKAHEAD) {
-            bump(&mut self.counters.rejected, "part_round_too_far_ahead");
+            self.counters.reject(Rejection::PartRoundTooFarAhead);
             return;
         }
         if signed.verify(self.ctx.chain_id()).is_err() {
-            bump(&mut self.counters.rejected, "invalid_signature");
+            self.counters.reject(Rejection::InvalidSignature);
             return;
         }
         let key = (part.round, part.proposer, part.block);
@@ -1097,7 +1168,7 @@ impl<S: Store> Host<S> {
                 .filter(|(r, p, _)| *r == part.round && *p == part.proposer)
                 .count();
             if same_proposer >= MAX_ASSEMBLIES_PER_PROPOSER {
-                bump(&mut self.counters.rejected, "too_many_blocks_from_proposer");
+                self.counters.reject(Rejection::TooManyBlocksFromProposer);
                 return;
             }
             self.assembling.insert(
@@ -1113,15 +1184,15 @@ impl<S: Store> Host<S> {
             return;
         };
         if assembly.count != part.count {
-            bump(&mut self.counters.rejected, "inconsistent_part_count");
+            self.counters.reject(Rejection::InconsistentPartCount);
             return;
         }
         if assembly.bytes + part.bytes.len() > types::limits::MAX_BLOCK_BYTES {
-            bump(&mut self.counters.rejected, "block_too_large");
+            self.counters.reject(Rejection::BlockTooLarge);
             return;
         }
         if self.assembling_bytes + part.bytes.len() > MAX_ASSEMBLY_BYTES {
-            bump(&mut self.counters.rejected, "assembly_memory_full");
+            self.counters.reject(Rejection::AssemblyMemoryFull);
             return;
         }
         if assembly.parts.contains_key(&part.index) {
@@ -1431,4 +1502,31 @@ enum CertKind {
     Commit,
     Polka,
     Round,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_lists_the_label_of_every_rejection_once() {
+        let every = [
+            Rejection::DecidedHeight,
+            Rejection::ProposalFromNonValidator,
+            Rejection::VoteFromNonValidator,
+            Rejection::InvalidSignature,
+            Rejection::PartTooFarAhead,
+            Rejection::PartFromNonValidator,
+            Rejection::PartRoundTooFarAhead,
+            Rejection::TooManyBlocksFromProposer,
+            Rejection::InconsistentPartCount,
+            Rejection::BlockTooLarge,
+            Rejection::AssemblyMemoryFull,
+            Rejection::SyncCertificate,
+        ];
+        let labels: Vec<&str> = every.into_iter().map(Rejection::label).collect();
+        assert_eq!(labels, Rejection::LABELS);
+        let distinct: std::collections::BTreeSet<&str> = labels.iter().copied().collect();
+        assert_eq!(distinct.len(), labels.len(), "no label twice");
+    }
 }

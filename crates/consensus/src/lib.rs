@@ -17,6 +17,6 @@ pub mod guard;
 pub mod message;
 pub mod wal;
 
-pub use engine::{Engine, EngineConfig, EngineCounters, Output, Timeouts};
+pub use engine::{Engine, EngineConfig, EngineCounters, Output, Rejection, Timeouts};
 pub use error::EngineError;
 pub use message::ConsensusMessage;

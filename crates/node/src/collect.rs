@@ -10,22 +10,23 @@
 //! Every family is always written with its `HELP` and `TYPE` lines, so the set of families is
 //! fixed (`docs/metrics.md` lists it, and a test holds the two equal); a family whose source is
 //! absent (no kernel filter, no database) or unreadable has no samples. Label values are fixed
-//! names from the code, never an address or a peer id. Where the code has the whole list of
-//! values (verdicts, reasons of the filter, ban reasons, filter modes, mempool refusals), every
-//! series is written, zeros included, so it exists from the start; other labelled counters list
-//! the values seen.
+//! names from the code, never an address or a peer id. The code has the whole list of values of
+//! every label of its own counters (verdicts and reasons of the filter, ban reasons, filter
+//! modes, gossip topics and results, gate rules, report sources, refusals and rejections), so
+//! every series is written, zeros included, and exists from the start.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use chain::LedgerCounters;
 use chain::mempool::{MempoolCounters, MempoolError};
-use consensus::EngineCounters;
+use chain::{BlockError, LedgerCounters};
+use consensus::{EngineCounters, Rejection};
 use firewall::rules::RuleKind;
 use firewall::telemetry::{Latency, Telemetry, TelemetryCounts};
 use firewall::{BanReason, Reason, Verdict};
 use p2p::NetworkCounters;
-use p2p::peers::PeerCounters;
+use p2p::gate::Refusal;
+use p2p::peers::{PeerCounters, Source};
 use storage::Store;
 
 use crate::api::{Api, ApiError};
@@ -271,17 +272,24 @@ fn by_label(
     }
 }
 
-/// Writes one counter per pair of label values seen.
+/// Writes one counter per pair of label values: zeros for every pair of a name in `all[0]`
+/// and a name in `all[1]`, then the counts.
 fn by_pair(
     out: &mut Exposition,
     name: &str,
     help: &str,
     labels: [&str; 2],
+    all: [&[&'static str]; 2],
     counts: &BTreeMap<(&'static str, &'static str), u64>,
 ) {
+    let mut values: BTreeMap<(&str, &str), u64> = all[0]
+        .iter()
+        .flat_map(|a| all[1].iter().map(move |b| ((*a, *b), 0)))
+        .collect();
+    values.extend(counts.iter().map(|(k, v)| (*k, *v)));
     out.family(name, Kind::Counter, help);
-    for ((a, b), count) in counts {
-        out.sample(name, &[(labels[0], a), (labels[1], b)], *count as f64);
+    for ((a, b), count) in values {
+        out.sample(name, &[(labels[0], a), (labels[1], b)], count as f64);
     }
 }
 
@@ -511,6 +519,10 @@ fn write_p2p(out: &mut Exposition, r: &RuntimeSnapshot) {
         "p2p_gossip_messages_total",
         "Gossip messages received, by topic and validation result.",
         ["topic", "result"],
+        [
+            &NetworkCounters::GOSSIP_TOPICS,
+            &NetworkCounters::GOSSIP_RESULTS,
+        ],
         &r.network.gossip,
     );
     let reasons = ban_reason_names();
@@ -537,7 +549,7 @@ fn write_p2p(out: &mut Exposition, r: &RuntimeSnapshot) {
         "p2p_connections_refused_total",
         "Connections refused by the connection gate before their handshake, by rule.",
         "rule",
-        &[],
+        &Refusal::ALL.map(Refusal::name),
         &r.network.refused,
         Kind::Counter,
     );
@@ -546,6 +558,7 @@ fn write_p2p(out: &mut Exposition, r: &RuntimeSnapshot) {
         "p2p_reports_total",
         "Misbehaviour reports received by the peer manager, by source and reason.",
         ["source", "reason"],
+        [&Source::ALL.map(Source::name), &reasons],
         &r.peers.reports,
     );
     let n = &r.network;
@@ -578,7 +591,7 @@ fn write_p2p(out: &mut Exposition, r: &RuntimeSnapshot) {
         "p2p_sync_requests_refused_total",
         "Block-sync requests refused, by reason.",
         "reason",
-        &[],
+        &p2p::sync::Refusal::LABELS,
         &n.sync_refused,
         Kind::Counter,
     );
@@ -652,7 +665,7 @@ fn write_consensus(out: &mut Exposition, r: &RuntimeSnapshot) {
         "consensus_messages_rejected_total",
         "Consensus messages dropped on arrival, by reason.",
         "reason",
-        &[],
+        &Rejection::LABELS,
         &r.engine.rejected,
         Kind::Counter,
     );
@@ -682,7 +695,7 @@ fn write_chain_mempool_sync(out: &mut Exposition, r: &RuntimeSnapshot) {
         "chain_blocks_rejected_total",
         "Blocks the ledger refused, by reason.",
         "reason",
-        &[],
+        &BlockError::LABELS,
         &r.ledger.blocks_rejected,
         Kind::Counter,
     );
@@ -1096,6 +1109,11 @@ mod tests {
             "consensus_votes_total{kind=\"precommit\",origin=\"received\"} 14\n",
             "consensus_finality_seconds_count 1\n",
             "p2p_gossip_messages_total{topic=\"tx\",result=\"accept\"} 5\n",
+            "p2p_connections_refused_total{rule=\"per_ip\"} 1\n",
+            "p2p_reports_total{source=\"gossip\",reason=\"spam\"} 2\n",
+            "p2p_sync_requests_refused_total{reason=\"over_budget\"} 1\n",
+            "consensus_messages_rejected_total{reason=\"vote_from_non_validator\"} 1\n",
+            "chain_blocks_rejected_total{reason=\"wrong_parent\"} 1\n",
             "p2p_bans_total{reason=\"spam\"} 1\n",
             "p2p_bans_total{reason=\"manual\"} 0\n",
             "p2p_peers{direction=\"outbound\"} 2\n",
@@ -1106,6 +1124,78 @@ mod tests {
             "process_cpu_seconds_total 1.5\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_series_of_the_runtime_labelled_counters_exists_at_zero_before_any_event() {
+        let families = [
+            (
+                "p2p_gossip_messages_total",
+                NetworkCounters::GOSSIP_TOPICS.len() * NetworkCounters::GOSSIP_RESULTS.len(),
+                "{topic=\"unknown\",result=\"unknown_topic\"}",
+            ),
+            (
+                "p2p_connections_refused_total",
+                Refusal::ALL.len(),
+                "{rule=\"banned\"}",
+            ),
+            (
+                "p2p_reports_total",
+                Source::ALL.len() * BanReason::ALL.len(),
+                "{source=\"operator\",reason=\"manual\"}",
+            ),
+            (
+                "p2p_sync_requests_refused_total",
+                p2p::sync::Refusal::LABELS.len(),
+                "{reason=\"bad_request\"}",
+            ),
+            (
+                "consensus_messages_rejected_total",
+                Rejection::LABELS.len(),
+                "{reason=\"sync_certificate\"}",
+            ),
+            (
+                "chain_blocks_rejected_total",
+                BlockError::LABELS.len(),
+                "{reason=\"state_error\"}",
+            ),
+            (
+                "mempool_rejected_total",
+                MempoolError::LABELS.len(),
+                "{reason=\"full\"}",
+            ),
+            (
+                "p2p_bans_total",
+                BanReason::ALL.len(),
+                "{reason=\"manual\"}",
+            ),
+        ];
+        let before = write(&empty(FilterMode::Off));
+        // Counting adds no series: it moves one of those written from the start.
+        let after = write(&full());
+        for (family, count, zero) in families {
+            let samples = |text: &str| -> Vec<String> {
+                text.lines()
+                    .filter(|l| l.starts_with(&format!("{family}{{")))
+                    .map(str::to_string)
+                    .collect()
+            };
+            let zeros = samples(&before);
+            assert_eq!(zeros.len(), count, "series of {family}: {zeros:#?}");
+            assert!(
+                zeros.iter().all(|l| l.ends_with(" 0")),
+                "{family} before any event: {zeros:#?}"
+            );
+            assert!(
+                zeros.contains(&format!("{family}{zero} 0")),
+                "{family}{zero} 0 missing in {zeros:#?}"
+            );
+            assert_eq!(
+                samples(&after).len(),
+                count,
+                "series of {family} once counted"
+            );
         }
     }
 

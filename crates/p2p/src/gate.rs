@@ -39,6 +39,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every rule, in code order.
+    pub const ALL: [Refusal; 6] = [
+        Refusal::Banned,
+        Refusal::PerIp,
+        Refusal::PerSubnet,
+        Refusal::PerPeer,
+        Refusal::Pending,
+        Refusal::Total,
+    ];
+
     /// A stable label for metrics.
     pub const fn name(self) -> &'static str {
         match self {
@@ -430,5 +440,27 @@ impl NetworkBehaviour for Gate {
             Some(action) => Poll::Ready(action),
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn all_lists_every_rule_once_with_a_name_of_its_own() {
+        let every = [
+            Refusal::Banned,
+            Refusal::PerIp,
+            Refusal::PerSubnet,
+            Refusal::PerPeer,
+            Refusal::Pending,
+            Refusal::Total,
+        ];
+        assert_eq!(every, Refusal::ALL);
+        let names: BTreeSet<&str> = every.into_iter().map(Refusal::name).collect();
+        assert_eq!(names.len(), every.len(), "no name twice");
     }
 }

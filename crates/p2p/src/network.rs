@@ -38,6 +38,12 @@ const KAD_WALK: Duration = Duration::from_secs(60);
 const TARGET_PEERS: usize = 16;
 /// One spam report per peer at most this often.
 const SPAM_REPORT_EVERY_MS: u64 = 1000;
+/// Topic label of a gossip message on a topic this node does not know.
+const UNKNOWN_TOPIC: &str = "unknown";
+/// Result label of a gossip message on a topic this node does not know.
+const UNKNOWN_TOPIC_RESULT: &str = "unknown_topic";
+/// Result label of a gossip message over its sender's budget (dropped before any check).
+const OVER_BUDGET_RESULT: &str = "over_budget";
 
 /// The protocols of one node.
 #[derive(NetworkBehaviour)]
@@ -121,6 +127,17 @@ pub enum Validation {
     Reject(Action, BanReason),
 }
 
+impl Validation {
+    /// A stable label for metrics: the result of [`NetworkCounters::gossip`].
+    pub const fn label(self) -> &'static str {
+        match self {
+            Validation::Accept => "accept",
+            Validation::Ignore => "ignore",
+            Validation::Reject(..) => "reject",
+        }
+    }
+}
+
 /// A token bucket: `rate` tokens per second up to `burst`.
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -164,16 +181,16 @@ impl Bucket {
 /// Counters for metrics and tests. Labels are fixed names, never addresses or peer ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkCounters {
-    /// Gossip messages received, by (topic, result: accept / ignore / reject / over_budget /
-    /// oversized / malformed / invalid_signature / commit_mismatch / unknown_topic).
+    /// Gossip messages received, by (topic, result): one of
+    /// [`NetworkCounters::GOSSIP_TOPICS`] and one of [`NetworkCounters::GOSSIP_RESULTS`].
     pub gossip: BTreeMap<(&'static str, &'static str), u64>,
-    /// Connections refused by the gate, by rule.
+    /// Connections refused by the gate, by [`Refusal::name`].
     pub refused: BTreeMap<&'static str, u64>,
     /// Inbound handshakes that failed.
     pub handshake_failures: u64,
     /// Sync requests served (handed to the application).
     pub sync_served: u64,
-    /// Sync requests refused, by reason.
+    /// Sync requests refused, by [`sync::Refusal::label`].
     pub sync_refused: BTreeMap<&'static str, u64>,
     /// Sync requests or responses that could not be read.
     pub sync_malformed: u64,
@@ -189,6 +206,27 @@ pub struct NetworkCounters {
     pub max_enforce_us: u64,
     /// Disconnections ordered by the peer manager.
     pub disconnects: u64,
+}
+
+impl NetworkCounters {
+    /// Every topic label of [`NetworkCounters::gossip`]: each [`TopicKind::name`], then the one
+    /// of a topic this node does not know.
+    pub const GOSSIP_TOPICS: [&'static str; 4] = ["tx", "consensus", "block", UNKNOWN_TOPIC];
+
+    /// Every result label of [`NetworkCounters::gossip`]: the application's ruling
+    /// ([`Validation::label`]), a sender over its budget, the relay's refusals
+    /// ([`GossipError::label`]), and a topic this node does not know.
+    pub const GOSSIP_RESULTS: [&'static str; 9] = [
+        "accept",
+        "ignore",
+        "reject",
+        OVER_BUDGET_RESULT,
+        "oversized",
+        "malformed",
+        "invalid_signature",
+        "commit_mismatch",
+        UNKNOWN_TOPIC_RESULT,
+    ];
 }
 
 /// A node's network.
@@ -444,16 +482,12 @@ impl Network {
 
     /// The application's ruling on a gossip message it was handed.
     pub fn validated(&mut self, id: &MessageId, from: PeerId, kind: TopicKind, v: Validation) {
-        let (acceptance, label) = match v {
-            Validation::Accept => (MessageAcceptance::Accept, "accept"),
-            Validation::Ignore => (MessageAcceptance::Ignore, "ignore"),
-            Validation::Reject(..) => (MessageAcceptance::Reject, "reject"),
+        let acceptance = match v {
+            Validation::Accept => MessageAcceptance::Accept,
+            Validation::Ignore => MessageAcceptance::Ignore,
+            Validation::Reject(..) => MessageAcceptance::Reject,
         };
-        *self
-            .counters
-            .gossip
-            .entry((kind.name(), label))
-            .or_default() += 1;
+        self.gossip_result(kind.name(), v.label());
         self.swarm
             .behaviour_mut()
             .gossipsub
@@ -757,7 +791,7 @@ impl Network {
 
     fn on_gossip(&mut self, from: PeerId, id: MessageId, message: gossipsub::Message) {
         let Some(kind) = self.topics.kind(&message.topic) else {
-            self.gossip_result("unknown", "unknown_topic");
+            self.gossip_result(UNKNOWN_TOPIC, UNKNOWN_TOPIC_RESULT);
             self.swarm
                 .behaviour_mut()
                 .gossipsub
@@ -772,7 +806,7 @@ impl Network {
             .or_insert_with(|| Bucket::new(burst, now));
         if !bucket.take(rate, burst, now) {
             let due = bucket.report_due(now);
-            self.gossip_result(kind.name(), "over_budget");
+            self.gossip_result(kind.name(), OVER_BUDGET_RESULT);
             self.swarm
                 .behaviour_mut()
                 .gossipsub
@@ -885,21 +919,21 @@ impl Network {
             .entry(peer)
             .or_insert_with(|| Bucket::new(limits.request_burst, now));
         let refusal = if !bucket.take(limits.requests_per_sec, limits.request_burst, now) {
-            Some((
-                SyncRefusal::OverBudget,
-                "over_budget",
-                Action::HighTolerance,
-            ))
+            Some((SyncRefusal::OverBudget, Action::HighTolerance))
         } else if matches!(request, SyncRequest::Blocks { count, .. }
             if count == 0 || count > limits.max_blocks_per_request)
         {
-            Some((SyncRefusal::BadRequest, "bad_request", Action::MidTolerance))
+            Some((SyncRefusal::BadRequest, Action::MidTolerance))
         } else {
             None
         };
         match refusal {
-            Some((refusal, label, action)) => {
-                *self.counters.sync_refused.entry(label).or_default() += 1;
+            Some((refusal, action)) => {
+                *self
+                    .counters
+                    .sync_refused
+                    .entry(refusal.label())
+                    .or_default() += 1;
                 self.respond(channel, SyncResponse::Refused(refusal));
                 self.report(Report {
                     peer: Some(peer),
@@ -951,4 +985,65 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
         libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use types::DecodeError;
+
+    use super::*;
+
+    /// Whether `labels` holds no value twice.
+    fn distinct(labels: &[&str]) -> bool {
+        labels.iter().collect::<BTreeSet<_>>().len() == labels.len()
+    }
+
+    #[test]
+    fn gossip_topics_lists_the_label_of_every_topic_and_the_unknown_one_once() {
+        let every = [
+            TopicKind::Transactions,
+            TopicKind::Consensus,
+            TopicKind::Blocks,
+        ];
+        let labels: Vec<&str> = every
+            .into_iter()
+            .map(TopicKind::name)
+            .chain([UNKNOWN_TOPIC])
+            .collect();
+        assert_eq!(labels, NetworkCounters::GOSSIP_TOPICS);
+        assert!(distinct(&labels), "{labels:?}");
+    }
+
+    #[test]
+    fn gossip_results_lists_the_label_of_every_ruling_and_refusal_once() {
+        let rulings = [
+            Validation::Accept,
+            Validation::Ignore,
+            Validation::Reject(Action::LowTolerance, BanReason::InvalidSignature),
+        ];
+        let refusals = [
+            GossipError::Oversized {
+                kind: TopicKind::Blocks,
+                len: 2,
+                max: 1,
+            },
+            GossipError::Malformed(DecodeError::UnexpectedEnd {
+                needed: 2,
+                remaining: 1,
+            }),
+            GossipError::InvalidSignature,
+            GossipError::CommitMismatch,
+        ];
+        let labels: Vec<&str> = rulings
+            .into_iter()
+            .map(Validation::label)
+            .chain([OVER_BUDGET_RESULT])
+            .chain(refusals.iter().map(GossipError::label))
+            .chain([UNKNOWN_TOPIC_RESULT])
+            .collect();
+        assert_eq!(labels, NetworkCounters::GOSSIP_RESULTS);
+        assert!(distinct(&labels), "{labels:?}");
+    }
 }

@@ -65,6 +65,19 @@ pub enum Refusal {
     BadRequest,
 }
 
+impl Refusal {
+    /// Every [`Refusal::label`], so metrics can show each reason from the start.
+    pub const LABELS: [&'static str; 2] = ["over_budget", "bad_request"];
+
+    /// A stable label for metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Refusal::OverBudget => "over_budget",
+            Refusal::BadRequest => "bad_request",
+        }
+    }
+}
+
 /// What a peer answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncResponse {
@@ -286,6 +299,14 @@ mod tests {
         let mut out = (bytes.len() as u32).to_be_bytes().to_vec();
         out.extend_from_slice(&bytes);
         out
+    }
+
+    #[test]
+    fn labels_lists_the_label_of_every_refusal_once() {
+        let every = [Refusal::OverBudget, Refusal::BadRequest];
+        let labels: Vec<&str> = every.into_iter().map(Refusal::label).collect();
+        assert_eq!(labels, Refusal::LABELS);
+        assert_ne!(labels[0], labels[1], "no label twice");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The monitoring stack in `deploy/monitoring`: promtool accepts its Prometheus config and alert
 //! rules and passes the rules' unit tests, every alert is tested firing and resolving, and every
 //! dashboard panel and alert queries only metrics the node exports, in the form the lab's panel
-//! checker evaluates (only `$instance` and the interval macros, no filtering comparisons).
+//! checker evaluates (only `$instance` and the interval macros, no filtering comparisons, no
+//! zero fallbacks).
 //!
 //! The promtool checks need `promtool` (Debian's `prometheus` package): without it they say
 //! loudly that they skipped, and under `CI=true` they fail.
@@ -72,6 +73,9 @@ const KEYWORDS: [&str; 8] = [
 const FILTERING_SET_OPERATORS: [&str; 2] = ["and", "unless"];
 /// Comparison operators: without `bool` they drop the series they do not hold for.
 const COMPARISONS: [&str; 6] = ["==", "!=", ">", "<", ">=", "<="];
+/// Functions that make a series out of a constant: a zero fallback built with one answers even
+/// when the metric is missing or misspelt, so the lab's panel check could not see it.
+const FALLBACKS: [&str; 1] = ["vector"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -273,9 +277,11 @@ struct Query<'a> {
     metrics: BTreeSet<&'a str>,
     /// Operators that drop series: comparisons without `bool`, `and`, `unless`.
     filters: Vec<&'a str>,
+    /// Calls that make series up: [`FALLBACKS`].
+    fallbacks: Vec<&'a str>,
 }
 
-/// Reads the metric names and the filtering operators of a lexed expression.
+/// Reads the metric names, the filtering operators and the fallbacks of a lexed expression.
 fn analyse<'a>(tokens: &[Token<'a>]) -> Query<'a> {
     let mut query = Query::default();
     // Inside `{...}` (label matchers) or `[...]` (ranges): no metric names, no operators.
@@ -296,6 +302,9 @@ fn analyse<'a>(tokens: &[Token<'a>]) -> Query<'a> {
             }
             Token::Name(name) if FILTERING_SET_OPERATORS.contains(&name) => {
                 query.filters.push(name);
+            }
+            Token::Name(name) if FALLBACKS.contains(&name) && next == Some(Token::Punct("(")) => {
+                query.fallbacks.push(name);
             }
             Token::Name(name)
                 if KEYWORDS.contains(&name)
@@ -795,6 +804,25 @@ fn every_panel_query_keeps_its_zeros_and_uses_only_the_instance_variable_and_int
 }
 
 #[test]
+fn no_panel_query_makes_a_series_up_with_a_zero_fallback() {
+    let mut problems = Vec::new();
+    for (file, panel, expr) in panel_queries(&dashboards()) {
+        let query = substituted(&expr);
+        // A query that does not lex fails the test above.
+        let Ok(tokens) = lex(&query) else {
+            continue;
+        };
+        for call in analyse(&tokens).fallbacks {
+            problems.push(format!(
+                "{file}: {panel}: `{call}(...)` makes a series up, so the panel shows data even \
+                 when its metric is missing or misspelt (the node writes its zeros itself): {expr}"
+            ));
+        }
+    }
+    assert_none(&problems);
+}
+
+#[test]
 fn every_panel_and_alert_queries_only_metrics_the_node_exports() {
     let rules = every_rule();
     // Series our own recording rules make count as exported: their expressions are checked.
@@ -848,6 +876,11 @@ fn filters_of(expr: &str) -> Vec<&str> {
     analyse(&tokens).filters
 }
 
+fn fallbacks_of(expr: &str) -> Vec<&str> {
+    let tokens = lex(expr).expect("a valid query");
+    analyse(&tokens).fallbacks
+}
+
 #[test]
 fn the_query_reader_finds_metric_names_but_not_functions_labels_keywords_or_strings() {
     let expr = r#"histogram_quantile(0.99, sum by (le, instance) (rate(a_bucket{le!="1", x=~"y|z"}[1m:5s])))
@@ -866,6 +899,16 @@ fn a_comparison_without_bool_or_a_set_filter_is_found_and_matchers_are_not() {
     assert_eq!(filters_of("x unless y and z"), ["unless", "and"]);
     assert!(filters_of("x > bool 0").is_empty());
     assert!(filters_of(r#"x{a!="b", c=~"d"} or y[1m]"#).is_empty());
+}
+
+#[test]
+fn a_zero_fallback_is_found_and_a_metric_string_or_comment_named_like_one_is_not() {
+    assert_eq!(
+        fallbacks_of(r#"sum by (r) (x) or on () label_replace(vector(0), "r", "none", "", "")"#),
+        ["vector"]
+    );
+    assert_eq!(fallbacks_of("x or vector (0)"), ["vector"]);
+    assert!(fallbacks_of(r#"vector_total + vector{a="vector(0)"} # vector(1)"#).is_empty());
 }
 
 #[test]

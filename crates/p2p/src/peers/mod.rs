@@ -393,3 +393,25 @@ mod testing {
         PeerId::from_bytes(&bytes).expect("a SHA-256 multihash is a valid peer id")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn all_lists_every_source_once_with_a_name_of_its_own() {
+        let every = [
+            Source::Gossip,
+            Source::Sync,
+            Source::Consensus,
+            Source::Connection,
+            Source::Handshake,
+            Source::Operator,
+        ];
+        assert_eq!(every, Source::ALL);
+        let names: BTreeSet<&str> = every.into_iter().map(Source::name).collect();
+        assert_eq!(names.len(), every.len(), "no name twice");
+    }
+}
