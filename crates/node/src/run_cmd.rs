@@ -448,6 +448,7 @@ async fn serve(
     kernel: Option<Box<dyn KernelFilter>>,
     telemetry: Option<Arc<Mutex<Telemetry>>>,
 ) -> Result<()> {
+    let signal = watch_signals();
     let store: NodeStore = db.clone();
     let mut network_config = NetworkConfig {
         listen,
@@ -558,7 +559,7 @@ async fn serve(
 
     let loop_stop = stopped(stop_rx.clone());
     tokio::spawn(async move {
-        signal().await;
+        signal.await;
         log::info!("stopping: the API takes no more requests; finishing the event in hand");
         let _ = stop_tx.send(true);
     });
@@ -691,22 +692,27 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn signal() {
+/// SIGINT and SIGTERM, watched from the moment this is called: the handlers are installed
+/// before anything (the API's `/health` included) can tell a supervisor the node is up, so a
+/// SIGTERM sent right after never meets the default action.
+fn watch_signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let watched = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+    );
+    async move {
+        match watched {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            log::error!("cannot watch for signals; stop the node with SIGKILL");
-            std::future::pending::<()>().await
+            _ => {
+                log::error!("cannot watch for signals; stop the node with SIGKILL");
+                std::future::pending::<()>().await
+            }
         }
     }
 }
