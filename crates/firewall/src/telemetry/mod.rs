@@ -8,8 +8,9 @@
 //! Only when nothing at all could be attached does it fail. The offsets the programs read at
 //! come from tracefs (record layouts) and BTF (kernel structs), so one build serves every
 //! kernel that has those fields. Inbound handshakes are followed in a bounded table: a SYN adds
-//! its source, a completed handshake removes it, and [`Telemetry::read`] sweeps entries older
-//! than [`HANDSHAKE_TIMEOUT`], counting them abandoned.
+//! its source, a completed handshake removes it, and [`Telemetry::sweep`] (every
+//! [`SWEEP_INTERVAL`] in the node, and before each read) removes entries older than
+//! [`HANDSHAKE_TIMEOUT`], counting them abandoned.
 //!
 //! The maps are not pinned: the telemetry belongs to the process that started it and is
 //! detached when it stops.
@@ -553,8 +554,8 @@ fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, TelemetryError> {
 }
 
 /// The drop reason labels: every core reason the kernel's enum names (lowercase, without the
-/// prefix), in code order, then the catch-all slot. Without the enum, only the catch-all and
-/// numbered slots would mean nothing, so each slot is named by its code.
+/// prefix), in code order, then the catch-all slot. A kernel whose BTF lacks the enum gets every
+/// slot named by its code (`code_<n>`).
 fn drop_reasons(btf: &Btf) -> Vec<(u32, String)> {
     let named: Vec<(u32, String)> = btf
         .enum_values("skb_drop_reason")
