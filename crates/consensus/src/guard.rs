@@ -55,6 +55,28 @@ pub struct LastSigned {
 }
 
 impl LastSigned {
+    /// The point signed, ordered as the guard orders them.
+    pub fn point(&self) -> (u64, u32, Step) {
+        (self.height, self.round, self.step)
+    }
+
+    /// This record moved to the last point of its height, `(height, u32::MAX, Precommit)`,
+    /// with its digest and signature kept: a guard holding it refuses every message at that
+    /// height and signs again from `height + 1`.
+    ///
+    /// A restore writes it when the record it carries over is newer than the restored
+    /// consensus WAL: the votes and lock behind the record are lost with the newer WAL, and
+    /// signing anything more at that height could contradict them (amnesia). The kept digest
+    /// is of a message at the original point, whose signed bytes hold that round and step, so
+    /// no message at the closing point has it unless it was signed there.
+    pub fn closing_height(self) -> LastSigned {
+        LastSigned {
+            round: u32::MAX,
+            step: Step::Precommit,
+            ..self
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 + 4 + 1 + 32 + 64);
         self.height.encode_to(&mut out);
@@ -164,7 +186,7 @@ impl SignGuard {
             return Ok(Verdict::Sign);
         };
         let point = (height, round, step);
-        let last_point = (last.height, last.round, last.step);
+        let last_point = last.point();
         if point > last_point {
             Ok(Verdict::Sign)
         } else if point == last_point && *digest == last.digest {
@@ -194,6 +216,18 @@ impl SignGuard {
         store.write(batch)?;
         self.last = Some(signed);
         Ok(())
+    }
+
+    /// Keeps the later of the stored record and `other` (by height, round, step; `other` on the
+    /// same point): persists `other` unless the stored record is strictly further along, and
+    /// says whether it did. A restored database takes the guard of the one it replaces this
+    /// way, so a restore never lets the validator sign again what it signed since.
+    pub fn merge<S: Store>(&mut self, store: &S, other: LastSigned) -> Result<bool, GuardError> {
+        if self.last.is_some_and(|last| last.point() > other.point()) {
+            return Ok(false);
+        }
+        self.record(store, other)?;
+        Ok(true)
     }
 }
 
@@ -262,6 +296,81 @@ mod tests {
                 Some(Verdict::Sign)
             );
         }
+    }
+
+    #[test]
+    fn merge_keeps_the_later_record_and_takes_the_other_on_the_same_point() {
+        let store = MemStore::new();
+        let mut guard = SignGuard::load(&store).expect("empty store");
+        assert!(
+            guard
+                .merge(&store, signed(5, 0, Step::Prevote, 1))
+                .expect("merged")
+        );
+        assert!(
+            !guard
+                .merge(&store, signed(4, 9, Step::Precommit, 2))
+                .expect("merged")
+        );
+        assert!(
+            !guard
+                .merge(&store, signed(5, 0, Step::Proposal, 3))
+                .expect("merged")
+        );
+        assert_eq!(
+            SignGuard::load(&store).expect("readable").last(),
+            Some(&signed(5, 0, Step::Prevote, 1))
+        );
+        assert!(
+            guard
+                .merge(&store, signed(5, 0, Step::Prevote, 4))
+                .expect("merged")
+        );
+        assert!(
+            guard
+                .merge(&store, signed(5, 1, Step::Proposal, 5))
+                .expect("merged")
+        );
+        let reloaded = SignGuard::load(&store).expect("readable");
+        assert_eq!(reloaded.last(), Some(&signed(5, 1, Step::Proposal, 5)));
+        assert_eq!(guard.last(), reloaded.last());
+    }
+
+    #[test]
+    fn a_closed_height_refuses_every_message_at_it_and_signs_from_the_next() {
+        let store = MemStore::new();
+        let mut guard = SignGuard::load(&store).expect("empty store");
+        let kept = signed(7, 2, Step::Prevote, 1);
+        guard
+            .record(&store, kept.closing_height())
+            .expect("recorded");
+        let other = Hash([2; 32]);
+        for round in [0, 1, 2, 3, u32::MAX - 1, u32::MAX] {
+            for step in [Step::Proposal, Step::Prevote, Step::Precommit] {
+                for digest in [&other, &kept.digest] {
+                    // The kept digest is of the message signed at round 2, whose bytes
+                    // say round 2: no message at the closing point itself has it.
+                    let top = (round, step) == (u32::MAX, Step::Precommit);
+                    if top && *digest == kept.digest {
+                        continue;
+                    }
+                    let verdict = guard.check(7, round, step, digest);
+                    assert!(
+                        verdict.is_err(),
+                        "round {round} {step:?} at the closed height: {verdict:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            guard.check(8, 0, Step::Proposal, &other).ok(),
+            Some(Verdict::Sign)
+        );
+        let closed = SignGuard::load(&store).expect("readable");
+        assert_eq!(
+            closed.last().map(|l| (l.point(), l.digest, l.signature)),
+            Some(((7, u32::MAX, Step::Precommit), kept.digest, kept.signature))
+        );
     }
 
     #[test]

@@ -7,15 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use types::{ChainId, Genesis, GenesisAccount, GenesisValidator, SecretKey};
+use types::{ChainId, SecretKey};
 
 use node::api::admin::Token;
 use node::config::Config;
 
-/// Balance of each validator's account in a local genesis.
-const LOCAL_BALANCE: u64 = 1_000_000_000_000;
-/// Stake of each validator in a local genesis.
-const LOCAL_STAKE: u64 = 1_000_000;
+use crate::genesis_cmd::{self, DEFAULT_BALANCE, DEFAULT_STAKE};
+
 /// Most validators `--validators` creates.
 const MAX_LOCAL_VALIDATORS: usize = 64;
 
@@ -72,7 +70,7 @@ fn admin_token(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Writes a file that must not exist yet.
-fn write_new(path: &Path, text: &str, mode: u32) -> Result<()> {
+pub(crate) fn write_new(path: &Path, text: &str, mode: u32) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -153,23 +151,9 @@ fn local_network(args: &InitArgs, count: usize) -> Result<()> {
         keys.push(identity(&dir)?.0);
         admin_token(&dir)?;
     }
-    let genesis = Genesis::new(
-        chain_id,
-        p2p::clock::now_ms(),
-        keys.iter()
-            .map(|k| GenesisAccount {
-                key: k.public_key(),
-                balance: LOCAL_BALANCE,
-            })
-            .collect(),
-        keys.iter()
-            .map(|k| GenesisValidator {
-                key: k.public_key(),
-                stake: LOCAL_STAKE,
-            })
-            .collect(),
-    )
-    .context("building the genesis")?;
+    let public_keys: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
+    let genesis = genesis_cmd::from_keys(chain_id, &public_keys, DEFAULT_STAKE, DEFAULT_BALANCE)
+        .context("building the genesis")?;
     let genesis_text = genesis.to_toml();
     write_new(&root.join("genesis.toml"), &genesis_text, 0o644)?;
     let peer_ids = keys

@@ -523,6 +523,9 @@ async fn serve(
             peer_id,
             version: env!("CARGO_PKG_VERSION"),
             started_ms: p2p::clock::now_ms(),
+            data_dir: std::path::absolute(&config.data_dir).with_context(|| {
+                format!("resolving the data directory {}", config.data_dir.display())
+            })?,
         }),
         config: config.api.clone(),
         limiter: api::limit::limiter(&config.api),

@@ -1,8 +1,9 @@
 //! The admin API of real `node run` processes: operator blocks, allows and bans enforced by the
 //! connection gate between two validators without XDP; the bearer token on every route; a
 //! token file others can read keeping the admin API off; bad input answered with specific
-//! codes; and, as root, the same routes editing the XDP filter's kernel maps on a veth inside a
-//! network namespace.
+//! codes; database checkpoints of a running validator that open as a store holding its blocks,
+//! and their bound; and, as root, the same routes editing the XDP filter's kernel maps on a veth
+//! inside a network namespace.
 //!
 //! # Design
 //! - Each test makes its own network with [`LocalNet`] (`node init`, random ports) and edits
@@ -16,13 +17,16 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firewall::Maps;
-use node::api::admin::ROUTES;
+use node::api::admin::{CHECKPOINTS_DIR, MAX_CHECKPOINTS, ROUTES};
 use node::config::{Config, OnExit};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
+use storage::{RocksStore, StoreOptions};
 
 use common::netns::{NODE_IFACE, XdpNamespace};
 use common::{LocalNet, error_code, error_message, privileged, send};
@@ -46,6 +50,10 @@ const TTL_SECS: u64 = 600;
 const MULTISTREAM_HEADER: &[u8] = b"\x13/multistream/1.0.0\n";
 /// Every validator of a local network listens on its own loopback address inside this net.
 const LOOPBACK: &str = "127.0.0.0/8";
+/// The validator reaches a height within this.
+const HEIGHT_WITHIN: Duration = Duration::from_secs(60);
+/// The admin route making a database checkpoint.
+const CHECKPOINT: &str = "/v1/admin/db/checkpoint";
 
 /// A [`LocalNet`] and an HTTP client; prints the end of every node's log when the test fails.
 struct Lab {
@@ -655,6 +663,69 @@ async fn the_admin_api_stays_off_while_others_can_read_its_token_file() {
     assert!(line.contains(&token_file.display().to_string()), "{line}");
     let (status, _) = lab.public_get(0, "/health").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_checkpoint_of_a_running_validator_opens_and_holds_its_blocks_up_to_the_height() {
+    let mut lab = Lab::init(1, |_| {});
+    lab.start_all();
+    lab.net.wait_height(0, 3, HEIGHT_WITHIN);
+    let checkpoints = lab.net.node_dir(0).join(CHECKPOINTS_DIR);
+
+    // No body at all.
+    let request = lab
+        .admin_request(0, Method::POST, CHECKPOINT)
+        .bearer_auth(lab.net.admin_token(0));
+    let (status, _, answer) = send(request).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let height = answer["height"].as_u64().expect("a height");
+    let created_ms = answer["created_ms"].as_u64().expect("a creation time");
+    assert!(height >= 3, "{answer}");
+    let path = PathBuf::from(answer["path"].as_str().expect("a path"));
+    assert_eq!(path, checkpoints.join(format!("{height}-{created_ms}")));
+    {
+        let store = RocksStore::open(&path, &StoreOptions::test()).expect("the checkpoint opens");
+        let ledger = chain::Ledger::open(Arc::new(store), &lab.net.genesis())
+            .expect("the checkpoint holds the chain");
+        assert!(ledger.height() >= height, "{} < {height}", ledger.height());
+        for h in 1..=height {
+            let block = ledger.block(h).expect("read a block");
+            assert_eq!(block.map(|b| b.header.height), Some(h), "block {h}");
+        }
+    }
+
+    // An empty JSON object is fine; anything in it is not.
+    let (status, value) = lab
+        .admin(0, Method::POST, CHECKPOINT, Some(json!({"name": "x"})))
+        .await;
+    assert_eq!(
+        (status, error_code(&value)),
+        (StatusCode::BAD_REQUEST, "invalid_json"),
+        "{value}"
+    );
+    for _ in 1..MAX_CHECKPOINTS {
+        let (status, value) = lab
+            .admin(0, Method::POST, CHECKPOINT, Some(json!({})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{value}");
+    }
+    let (status, value) = lab
+        .admin(0, Method::POST, CHECKPOINT, Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, error_code(&value)),
+        (StatusCode::CONFLICT, "too_many_checkpoints"),
+        "{value}"
+    );
+    assert!(error_message(&value).contains("remove old ones"), "{value}");
+    let kept = std::fs::read_dir(&checkpoints)
+        .expect("the checkpoints directory")
+        .count();
+    assert_eq!(kept, MAX_CHECKPOINTS);
+    // Once the backup tooling removed one, the next is made.
+    std::fs::remove_dir_all(&path).expect("remove a checkpoint");
+    let (status, value) = lab.admin(0, Method::POST, CHECKPOINT, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
 }
 
 /// The block rule that decides for `addr` in the pinned maps, as (net, reason code).

@@ -1,5 +1,6 @@
-//! The admin API: operator blocks, allows and bans, the kernel filter's mode, and why an address
-//! is treated as it is, behind a bearer token read from a file only its owner can read.
+//! The admin API: operator blocks, allows and bans, the kernel filter's mode, why an address is
+//! treated as it is, and database checkpoints, behind a bearer token read from a file only its
+//! owner can read.
 //!
 //! # Design
 //! - Every block and ban goes through the network's peer manager
@@ -9,11 +10,17 @@
 //! - Kernel maps are read and written on the blocking pool: a listing walks maps that can hold
 //!   millions of entries.
 //! - The token is compared in time that depends on the token's length only.
+//! - A database checkpoint is made on the blocking pool while the node keeps running: RocksDB
+//!   flushes and hard-links its files, so the loop never waits for it. One is made at a time
+//!   (a request during another is answered 409 `checkpoint_in_progress` rather than left to
+//!   wait on a blocking-pool thread), each gets a name no earlier one had, and the checkpoints
+//!   kept are bounded ([`MAX_CHECKPOINTS`]): each pins files the live database has since
+//!   compacted away, so the backup tooling removes one once archived.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, TryLockError};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -29,6 +36,7 @@ use p2p::clock::now_ms;
 use p2p::peers::{Ban, BanTarget, Explanation, MAX_ALLOWLIST};
 use p2p::{BanReason, PeerId};
 use serde::{Deserialize, Serialize};
+use storage::RocksStore;
 
 use super::error::{JsonBody, PathParam};
 use super::{Api, ApiError};
@@ -46,6 +54,15 @@ pub const MAX_LISTED_RULES: usize = 10_000;
 const MAX_INPUT_CHARS: usize = 128;
 /// The detail of every ban made through this API.
 const OPERATOR_DETAIL: &str = "operator via admin API";
+/// Most checkpoint directories under `<data_dir>/checkpoints/`; another one is refused until
+/// one is removed. Each keeps alive the database files compacted away since it was made, so
+/// an unbounded number would fill the disk.
+pub const MAX_CHECKPOINTS: usize = 8;
+/// The directory under the data directory that holds database checkpoints.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+/// Most names of stray directories (not `<height>-<created_ms>`) one warning lists; the rest
+/// are counted.
+const MAX_LOGGED_STRAYS: usize = 8;
 
 /// Every admin route: method and path as written in the router.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -58,6 +75,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/peers/bans"),
     ("POST", "/v1/admin/peers/ban"),
     ("POST", "/v1/admin/peers/unban"),
+    ("POST", "/v1/admin/db/checkpoint"),
 ];
 
 /// The admin routes (state attached by [`Api::admin_router`], which also puts them behind
@@ -73,6 +91,7 @@ pub fn routes() -> Router<Api> {
         .route("/v1/admin/peers/bans", get(bans))
         .route("/v1/admin/peers/ban", post(ban_peer))
         .route("/v1/admin/peers/unban", post(unban_peer))
+        .route("/v1/admin/db/checkpoint", post(db_checkpoint))
 }
 
 /// Why a token file was refused, or could not be written.
@@ -772,6 +791,149 @@ async fn unban_peer(
     }))
 }
 
+/// The body of `POST /v1/admin/db/checkpoint`: nothing, or an empty JSON object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointBody {}
+
+/// A checkpoint made.
+#[derive(Debug, Serialize)]
+struct CheckpointView {
+    /// Its directory, absolute.
+    path: String,
+    /// The final height when it was asked for: it holds every block up to this one.
+    height: u64,
+    /// When it was made, ms since the UNIX epoch.
+    created_ms: u64,
+}
+
+/// Held while a checkpoint is made, so the bound on their number holds; it keeps the
+/// `created_ms` of the last one made, so the next one's name differs even within the same ms.
+static CHECKPOINT_LOCK: Mutex<u64> = Mutex::new(0);
+
+async fn db_checkpoint(
+    State(api): State<Api>,
+    _body: Option<JsonBody<CheckpointBody>>,
+) -> Result<(StatusCode, Json<CheckpointView>), ApiError> {
+    let height = api.progress.borrow().height;
+    let dir = api.info.data_dir.join(CHECKPOINTS_DIR);
+    let db = api.db.clone();
+    let view = tokio::task::spawn_blocking(move || {
+        make_checkpoint(&CHECKPOINT_LOCK, db.as_deref(), &dir, height, now_ms)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Whether `name` is a checkpoint's, `<height>-<created_ms>` (two whole numbers).
+fn is_checkpoint_name(name: &str) -> bool {
+    let number = |part: &str| {
+        !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && part.parse::<u64>().is_ok()
+    };
+    name.split_once('-')
+        .is_some_and(|(height, created)| number(height) && number(created))
+}
+
+/// The checkpoint directories in `dir`, counted; directories of any other name (such as the
+/// `*.tmp` a crashed RocksDB checkpoint leaves) do not count and are logged once, with what to
+/// remove. Files are left alone.
+fn count_checkpoints(dir: &Path) -> Result<usize, ApiError> {
+    let listing_failed = |e: std::io::Error| {
+        ApiError::internal(format!("listing the checkpoints in {}: {e}", dir.display()))
+    };
+    let mut kept = 0;
+    let mut strays = Vec::new();
+    let mut more_strays = 0usize;
+    for entry in std::fs::read_dir(dir).map_err(listing_failed)? {
+        let entry = entry.map_err(listing_failed)?;
+        if !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            continue;
+        }
+        let name = entry.file_name();
+        if name.to_str().is_some_and(is_checkpoint_name) {
+            kept += 1;
+        } else if strays.len() < MAX_LOGGED_STRAYS {
+            strays.push(name.to_string_lossy().into_owned());
+        } else {
+            more_strays += 1;
+        }
+    }
+    if !strays.is_empty() {
+        let more = if more_strays > 0 {
+            format!(" and {more_strays} more")
+        } else {
+            String::new()
+        };
+        log::warn!(
+            "{} holds directories that are not checkpoints (named <height>-<created_ms>) and are not counted: {}{more}; remove them (rm -r) unless you put them there: a `*.tmp` one is left by a checkpoint that did not finish and keeps database files alive",
+            dir.display(),
+            strays.join(", ")
+        );
+    }
+    Ok(kept)
+}
+
+/// Makes `<dir>/<height>-<created_ms>` a checkpoint of `db`, unless [`MAX_CHECKPOINTS`]
+/// checkpoints are there already or another is being made (`lock` is held: 409
+/// `checkpoint_in_progress`). `height` is the final height read before: the checkpoint holds
+/// at least that. `created_ms` is read from `now_ms` once the lock is held, and made one more
+/// than the last one's if the clock did not move past it, so every name is new.
+fn make_checkpoint(
+    lock: &Mutex<u64>,
+    db: Option<&RocksStore>,
+    dir: &Path,
+    height: u64,
+    now_ms: impl FnOnce() -> u64,
+) -> Result<CheckpointView, ApiError> {
+    let db = db.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_database",
+            "this node runs without an on-disk database: there is nothing to checkpoint",
+        )
+    })?;
+    let mut last_created_ms = match lock.try_lock() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "checkpoint_in_progress",
+                "another checkpoint is being made: ask again once it is answered",
+            ));
+        }
+    };
+    secret::private_dir(dir).map_err(ApiError::internal)?;
+    if count_checkpoints(dir)? >= MAX_CHECKPOINTS {
+        log::warn!(
+            "database checkpoint refused: {} already holds {MAX_CHECKPOINTS} checkpoints",
+            dir.display()
+        );
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_checkpoints",
+            format!(
+                "{} holds {MAX_CHECKPOINTS} checkpoints, the most kept: archive and remove old ones first",
+                dir.display()
+            ),
+        ));
+    }
+    let created_ms = now_ms().max(last_created_ms.saturating_add(1));
+    let path = dir.join(format!("{height}-{created_ms}"));
+    db.checkpoint(&path).map_err(ApiError::internal)?;
+    *last_created_ms = created_ms;
+    log::info!(
+        "database checkpoint made in {} (height {height})",
+        path.display()
+    );
+    Ok(CheckpointView {
+        path: path.display().to_string(),
+        height,
+        created_ms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -929,5 +1091,161 @@ mod tests {
         );
         let peer = PeerId::random();
         assert_eq!(peer_of(&peer.to_string()).unwrap(), peer);
+    }
+
+    fn store_with(key: &[u8]) -> (tempfile::TempDir, RocksStore) {
+        use storage::{Column, Store, StoreOptions, WriteBatch};
+        let dir = tempfile::tempdir().unwrap();
+        let db = RocksStore::open(&dir.path().join("db"), &StoreOptions::test()).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put(Column::Meta, key, b"v");
+        db.write(batch).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn a_checkpoint_is_named_by_height_and_time_and_opens_with_the_data() {
+        use storage::{Column, Store, StoreOptions};
+        let (dir, db) = store_with(b"marker");
+        let checkpoints = dir.path().join(CHECKPOINTS_DIR);
+        let lock = Mutex::new(0);
+        let view = make_checkpoint(&lock, Some(&db), &checkpoints, 7, || 1234).unwrap();
+        let path = checkpoints.join("7-1234");
+        assert_eq!(view.path, path.display().to_string());
+        assert_eq!((view.height, view.created_ms), (7, 1234));
+        let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&checkpoints).unwrap());
+        assert_eq!(mode & 0o777, 0o700);
+        let copy = RocksStore::open(&path, &StoreOptions::test()).unwrap();
+        assert_eq!(
+            copy.get(Column::Meta, b"marker").unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+
+    #[test]
+    fn checkpoints_asked_for_in_the_same_millisecond_get_distinct_names() {
+        let (dir, db) = store_with(b"marker");
+        let checkpoints = dir.path().join(CHECKPOINTS_DIR);
+        let lock = Mutex::new(0);
+        let first = make_checkpoint(&lock, Some(&db), &checkpoints, 7, || 1234).unwrap();
+        let second = make_checkpoint(&lock, Some(&db), &checkpoints, 7, || 1234).unwrap();
+        // A clock stepped back does not reuse a name either.
+        let third = make_checkpoint(&lock, Some(&db), &checkpoints, 7, || 1000).unwrap();
+        assert_eq!(
+            [first.created_ms, second.created_ms, third.created_ms],
+            [1234, 1235, 1236]
+        );
+        for view in [first, second, third] {
+            assert!(Path::new(&view.path).is_dir(), "{view:?}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_asked_for_while_another_is_made_is_409_checkpoint_in_progress() {
+        let (dir, db) = store_with(b"marker");
+        let checkpoints = dir.path().join(CHECKPOINTS_DIR);
+        let lock = Mutex::new(0);
+        let making = lock.lock().unwrap();
+        let busy = make_checkpoint(&lock, Some(&db), &checkpoints, 7, || 1234).unwrap_err();
+        assert_eq!(
+            (busy.status, busy.code),
+            (StatusCode::CONFLICT, "checkpoint_in_progress")
+        );
+        assert!(!checkpoints.join("7-1234").exists());
+        drop(making);
+        make_checkpoint(&lock, Some(&db), &checkpoints, 7, || 1234).unwrap();
+    }
+
+    #[test]
+    fn checkpoints_over_the_bound_are_refused_until_one_is_removed() {
+        let (dir, db) = store_with(b"marker");
+        let checkpoints = dir.path().join(CHECKPOINTS_DIR);
+        let lock = Mutex::new(0);
+        for i in 0..MAX_CHECKPOINTS as u64 {
+            make_checkpoint(&lock, Some(&db), &checkpoints, i, || 1000 + i).unwrap();
+        }
+        // Files beside them are not checkpoints and do not count.
+        std::fs::write(checkpoints.join("notes.txt"), "archived").unwrap();
+        let refused = make_checkpoint(&lock, Some(&db), &checkpoints, 99, || 2000).unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::CONFLICT, "too_many_checkpoints")
+        );
+        assert!(refused.message.contains("remove old ones"), "{refused:?}");
+        assert!(!checkpoints.join("99-2000").exists());
+        std::fs::remove_dir_all(checkpoints.join("0-1000")).unwrap();
+        make_checkpoint(&lock, Some(&db), &checkpoints, 99, || 2000).unwrap();
+    }
+
+    #[test]
+    fn directories_not_named_as_checkpoints_do_not_take_a_slot() {
+        let (dir, db) = store_with(b"marker");
+        let checkpoints = dir.path().join(CHECKPOINTS_DIR);
+        let lock = Mutex::new(0);
+        for i in 1..MAX_CHECKPOINTS as u64 {
+            make_checkpoint(&lock, Some(&db), &checkpoints, i, || 1000 + i).unwrap();
+        }
+        // What a crashed RocksDB checkpoint leaves, and other names that are not checkpoints.
+        for stray in ["7-1234.tmp", "foo.tmp", "-5", "5-", "+5-6", "5-6-7"] {
+            std::fs::create_dir(checkpoints.join(stray)).unwrap();
+        }
+        assert_eq!(
+            count_checkpoints(&checkpoints).unwrap(),
+            MAX_CHECKPOINTS - 1
+        );
+        make_checkpoint(&lock, Some(&db), &checkpoints, 99, || 2000).unwrap();
+        assert_eq!(count_checkpoints(&checkpoints).unwrap(), MAX_CHECKPOINTS);
+    }
+
+    #[test]
+    fn only_two_whole_numbers_joined_by_a_dash_name_a_checkpoint() {
+        for name in ["0-0", "7-1234", "18446744073709551615-1"] {
+            assert!(is_checkpoint_name(name), "{name}");
+        }
+        for name in [
+            "7-1234.tmp",
+            "foo.tmp",
+            "7",
+            "-5",
+            "5-",
+            "+5-6",
+            "5-+6",
+            "5-6-7",
+            " 5-6",
+            "18446744073709551616-1",
+        ] {
+            assert!(!is_checkpoint_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn without_a_database_a_checkpoint_is_503_no_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = make_checkpoint(&Mutex::new(0), None, dir.path(), 1, || 1).unwrap_err();
+        assert_eq!(
+            (err.status, err.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "no_database")
+        );
+    }
+
+    #[test]
+    fn the_checkpoint_error_codes_are_documented() {
+        let doc: serde_json::Value = serde_json::from_str(super::super::public::OPENAPI).unwrap();
+        let codes = &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
+            ["enum"];
+        for code in [
+            "no_database",
+            "too_many_checkpoints",
+            "checkpoint_in_progress",
+        ] {
+            assert!(
+                codes
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c.as_str() == Some(code)),
+                "`{code}` is missing from the error code enum"
+            );
+        }
     }
 }

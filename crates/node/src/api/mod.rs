@@ -18,6 +18,7 @@ pub mod server;
 pub mod status_page;
 pub mod ws;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -50,6 +51,8 @@ pub struct NodeInfo {
     pub version: &'static str,
     /// When the node started, ms since the UNIX epoch.
     pub started_ms: u64,
+    /// The data directory, absolute (database checkpoints are made under it).
+    pub data_dir: PathBuf,
 }
 
 /// What every handler can reach.
@@ -65,7 +68,7 @@ pub struct Api {
     pub filter: Arc<Filter>,
     /// The kernel telemetry tracepoints, when attached.
     pub telemetry: Option<Arc<std::sync::Mutex<firewall::telemetry::Telemetry>>>,
-    /// The database, for its sizes (none in tests on an in-memory store).
+    /// The database, for its sizes and checkpoints (none in tests on an in-memory store).
     pub db: Option<Arc<RocksStore>>,
     /// Static facts.
     pub info: Arc<NodeInfo>,
