@@ -9,10 +9,11 @@ die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (apt-get, bpffs and XDP need it)"
 
 # Debian packages: LLVM 22 for bpf-linker, network tools for the namespace tests and benchmarks,
-# Prometheus (the lab's --monitoring, promtool for the alert rules) and headless Chromium (the
-# status page's test).
+# Prometheus (the lab's --monitoring, promtool for the alert rules), headless Chromium (the
+# status page's test), and LXC, debootstrap, SSH and a Python venv for Ansible (deploy/).
 DEB_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev iproute2 nftables iptables
-  bpftool clang-22 pkg-config build-essential ethtool procps iputils-ping prometheus chromium)
+  bpftool clang-22 pkg-config build-essential ethtool procps iputils-ping prometheus chromium
+  lxc debootstrap openssh-client python3-venv)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -61,6 +62,18 @@ if cargo fuzz --version 2>/dev/null | grep -q '^cargo-fuzz 0\.13'; then
 else
   log "building cargo-fuzz 0.13 (about a minute)"
   cargo install --quiet --locked cargo-fuzz --version '^0.13'
+fi
+
+# ansible-core and ansible-lint, pinned, in their own venv (deploy/ansible; no Galaxy collection).
+ANSIBLE_VENV=/var/cache/xdp-node/ansible
+ANSIBLE_PINS=(ansible-core==2.19.14 ansible-lint==26.10.1)
+installed="$("$ANSIBLE_VENV/bin/pip" freeze 2>/dev/null || true)"
+if grep -qx "${ANSIBLE_PINS[0]}" <<<"$installed" && grep -qx "${ANSIBLE_PINS[1]}" <<<"$installed"; then
+  log "ansible: ${ANSIBLE_PINS[*]} in $ANSIBLE_VENV"
+else
+  log "installing ${ANSIBLE_PINS[*]} into $ANSIBLE_VENV"
+  /usr/bin/python3 -m venv "$ANSIBLE_VENV"
+  "$ANSIBLE_VENV/bin/pip" install --quiet --disable-pip-version-check "${ANSIBLE_PINS[@]}"
 fi
 
 # bpffs for pinned maps and links; tracefs for tracepoints.
