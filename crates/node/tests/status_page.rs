@@ -61,6 +61,8 @@ const READ_STATE: &str = r#"JSON.stringify({
   charts: Object.fromEntries([...document.querySelectorAll('canvas[data-points]')]
     .map((c) => [c.id, Number(c.dataset.points)])),
   connection: document.getElementById('conn').dataset.state,
+  connection_text: document.getElementById('conn-text').textContent,
+  visibility: document.visibilityState,
   bans: [...document.querySelectorAll('#bans tr')].map((r) => r.textContent),
   validators: [...document.querySelectorAll('#validators tr')].map((r) => r.textContent),
 })"#;
@@ -326,6 +328,11 @@ impl DevTools {
             finality_points: points("chart-finality"),
             drop_points: points("chart-drops"),
             connection: value["connection"].as_str().unwrap_or_default().to_string(),
+            connection_text: value["connection_text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            visibility: value["visibility"].as_str().unwrap_or_default().to_string(),
             bans: rows("bans"),
             validators: rows("validators"),
         }
@@ -341,7 +348,9 @@ impl DevTools {
             }
             assert!(
                 Instant::now() < deadline,
-                "the page did not show {what} within {PAGE_TIMEOUT:?}: {state:?}\nerrors: {:#?}",
+                "the page did not show {what} within {PAGE_TIMEOUT:?}: {state:?}\nthe page says \"{}\" and is {}\nerrors: {:#?}",
+                state.connection_text,
+                state.visibility,
                 self.errors()
             );
             self.watch(READ_PERIOD).await;
@@ -379,6 +388,10 @@ struct PageState {
     finality_points: Option<u64>,
     drop_points: Option<u64>,
     connection: String,
+    /// For failure messages: what the page says of its connection, and whether the browser
+    /// considers it visible (hidden pages get their timers throttled).
+    connection_text: String,
+    visibility: String,
     bans: Vec<String>,
     validators: Vec<String>,
 }
@@ -537,7 +550,9 @@ async fn the_status_page_draws_a_live_chain_in_headless_chromium_and_rides_out_a
     // the chart to gain a point, not only for the height.
     let back = page
         .wait_for(
-            "the node back, new blocks, and the height chart going on",
+            &format!(
+                "the node back, new blocks, and the height chart going on (at the outage: {down:?})"
+            ),
             |s| {
                 s.connection == "live"
                     && s.height.is_some_and(|h| h > before)
