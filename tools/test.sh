@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints (user space and the eBPF crate),
-# unit tests, BPF_PROG_TEST_RUN tests, network-namespace tests with the filter attached, and a
-# short fuzzing run of every decoder of the types crate (tools/fuzz.sh smoke, about 80 s warm).
-# Needs root: the privileged tests load XDP programs and create namespaces. With CI=true a
-# privileged test that cannot run fails instead of skipping.
+# unit tests, BPF_PROG_TEST_RUN tests, network-namespace tests with the filter attached, the
+# Ansible playbooks deploying four LXC validator containers (tools/lab/tests/lxc_deploy.rs,
+# about 2 min), and a short fuzzing run of every decoder of the types crate (tools/fuzz.sh
+# smoke, about 80 s warm). Needs root: the privileged tests load XDP programs and create
+# namespaces and containers. With CI=true a privileged test that cannot run fails instead of
+# skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
