@@ -380,6 +380,33 @@ impl DevTools {
     }
 }
 
+/// The test's [`LocalNet`]; prints the end of the node's log when the test fails.
+struct Net(LocalNet);
+
+impl std::ops::Deref for Net {
+    type Target = LocalNet;
+    fn deref(&self) -> &LocalNet {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Net {
+    fn deref_mut(&mut self) -> &mut LocalNet {
+        &mut self.0
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.eprint_logs(LOG_TAIL_LINES);
+        }
+    }
+}
+
+/// Lines of the node's log shown when the test fails.
+const LOG_TAIL_LINES: usize = 80;
+
 /// What the test reads from the page.
 #[derive(Debug, Clone)]
 struct PageState {
@@ -443,7 +470,7 @@ async fn the_status_page_draws_a_live_chain_in_headless_chromium_and_rides_out_a
     if !chromium_installed(test) {
         return;
     }
-    let mut net = LocalNet::init(1);
+    let mut net = Net(LocalNet::init(1));
     net.start(0, &[]);
     net.wait_healthy(0, START_TIMEOUT);
     net.wait_height(0, 2, PROGRESS_TIMEOUT);
