@@ -989,10 +989,7 @@ impl<S: Store> Host<S> {
         round: u32,
         step: Step,
     ) -> Result<types::Signature, EngineError> {
-        let digest = Hash::tagged(
-            Tag::SignedBytes,
-            &[&signing_bytes(domain, self.ctx.chain_id(), message)],
-        );
+        let digest = self.signed_digest(domain, message);
         let verdict = self.guard.check(height, round, step, &digest);
         match verdict {
             Ok(Verdict::Reuse(signature)) => Ok(signature),
@@ -1018,6 +1015,14 @@ impl<S: Store> Host<S> {
         }
     }
 
+    /// The digest the double-sign guard records for `message` signed in `domain`.
+    fn signed_digest<T: Encode>(&self, domain: Domain, message: &T) -> Hash {
+        Hash::tagged(
+            Tag::SignedBytes,
+            &[&signing_bytes(domain, self.ctx.chain_id(), message)],
+        )
+    }
+
     fn wal_append(&mut self, height: u64, input: &Input<Ctx>) -> Result<(), EngineError> {
         if self.replaying || height != self.wal.height() {
             return Ok(());
@@ -1032,8 +1037,38 @@ impl<S: Store> Host<S> {
     }
 
     /// Builds the block we propose at `height` and `round`, and queues it for the core.
+    ///
+    /// When the guard's last record is a proposal at exactly this height and round (a restart
+    /// right after signing it), the block of that proposal is proposed again, so signing reuses
+    /// the recorded signature; a new block would be refused as equivocation. If that block is
+    /// lost, nothing is proposed in this round and its propose timeout moves the round on.
     fn build_value(&mut self, height: u64, round: Round) {
         if height != self.ledger.height() + 1 {
+            return;
+        }
+        if let Some(signed) = self
+            .guard
+            .last()
+            .filter(|l| l.step == Step::Proposal && l.height == height)
+            .filter(|l| round.as_u32() == Some(l.round))
+        {
+            let (signed_round, digest) = (signed.round, signed.digest);
+            match self.signed_block(height, signed_round, &digest) {
+                Some(hash) => {
+                    log::info!(
+                        "proposing block {hash} again in round {signed_round} of height {height}: its proposal was signed before the restart"
+                    );
+                    self.queue
+                        .push_back(Input::Propose(LocallyProposedValue::new(
+                            Height(height),
+                            round,
+                            BlockId(hash),
+                        )));
+                }
+                None => log::warn!(
+                    "sitting out proposing in round {signed_round} of height {height}: a proposal was signed there before the restart and its block is neither logged for the height nor valid; the round moves on at its propose timeout"
+                ),
+            }
             return;
         }
         let time_ms = self.now_ms.max(self.ledger.tip().time_ms + 1);
@@ -1079,6 +1114,34 @@ impl<S: Store> Host<S> {
                 round,
                 BlockId(hash),
             )));
+    }
+
+    /// The block, held or logged in the WAL for `height`, whose proposal by us at `height` and
+    /// `round` without a polka round has the signed `digest`; kept for the core when valid.
+    fn signed_block(&mut self, height: u64, round: u32, digest: &Hash) -> Option<Hash> {
+        let proposal = |block: Hash| types::Proposal {
+            height,
+            round,
+            pol_round: None,
+            block,
+            proposer: self.address.0,
+        };
+        let matches = |host: &Self, block: Hash| {
+            host.signed_digest(Domain::Proposal, &proposal(block)) == *digest
+        };
+        if let Some(hash) = self.blocks.keys().copied().find(|h| matches(self, *h)) {
+            return Some(hash);
+        }
+        let logged = match self.wal.blocks(self.ledger.store()) {
+            Ok(blocks) => blocks,
+            Err(e) => {
+                log::error!("cannot read the blocks logged for height {height}: {e}");
+                return None;
+            }
+        };
+        let block = logged.into_iter().find(|b| matches(self, b.hash()))?;
+        let hash = block.hash();
+        self.admit_block(block, Some(hash)).then_some(hash)
     }
 
     /// Validates a block of the current height and keeps it; returns whether it is valid.

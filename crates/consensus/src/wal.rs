@@ -311,20 +311,29 @@ impl Wal {
             }
             store.write(batch)?;
         }
+        recovered.blocks = wal.blocks(store)?;
+        Ok((wal, recovered))
+    }
+
+    /// The block bodies logged for the height being logged; a corrupt one is skipped with a
+    /// warning.
+    pub fn blocks<S: Store>(&self, store: &S) -> Result<Vec<Block>, StoreError> {
+        let height = self.height;
         let block_prefix = block_key(height, &Hash([0; 32]));
+        let mut blocks = Vec::new();
         for (key, value) in store.scan(Column::Wal, &block_prefix, SCAN_CHUNK)? {
             if key.len() != block_prefix.len() || key[..9] != block_prefix[..9] {
                 break;
             }
             match Block::from_bytes(&value) {
-                Ok(block) => recovered.blocks.push(block),
+                Ok(block) => blocks.push(block),
                 Err(e) => log::warn!(
                     "WAL block body at height {height} is corrupt ({}); ignoring it",
                     e.label()
                 ),
             }
         }
-        Ok((wal, recovered))
+        Ok(blocks)
     }
 
     /// The height being logged.

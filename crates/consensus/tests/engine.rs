@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use chain::testkit::TestChain;
+use consensus::guard::{SignGuard, Step};
 use consensus::{ConsensusMessage, Engine, EngineConfig, Output, Timeouts};
 use storage::{Column, MemStore, Store, WriteBatch};
-use types::{Domain, Hash, SignedVote, VoteKind};
+use types::crypto::signing_bytes;
+use types::{Domain, Hash, SignedVote, Tag, VoteKind};
 
 struct Net {
     test: TestChain,
@@ -519,4 +521,190 @@ fn a_lone_validator_decides_one_height_per_commit_pause_and_drops_stale_messages
         assert_eq!(engine.next_deadline(), Some(now + PAUSE_MS));
     }
     assert_eq!(engine.counters().invalid_blocks, 0);
+}
+
+/// A scan limit that takes every entry of a column.
+const EVERY_ENTRY: usize = usize::MAX;
+
+/// A store that keeps a copy of itself as it was right after the first proposal was signed: what
+/// a validator killed at that moment finds on disk when it starts again.
+#[derive(Default)]
+struct CopyAtFirstProposal {
+    live: MemStore,
+    copy: std::sync::Mutex<Option<Arc<MemStore>>>,
+}
+
+impl CopyAtFirstProposal {
+    fn copy(&self) -> Option<Arc<MemStore>> {
+        self.copy.lock().expect("not poisoned").clone()
+    }
+}
+
+impl Store for CopyAtFirstProposal {
+    fn get(&self, col: Column, key: &[u8]) -> Result<Option<Vec<u8>>, storage::StoreError> {
+        self.live.get(col, key)
+    }
+
+    fn get_at_or_before(
+        &self,
+        col: Column,
+        key: &[u8],
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, storage::StoreError> {
+        self.live.get_at_or_before(col, key)
+    }
+
+    fn scan(
+        &self,
+        col: Column,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, storage::StoreError> {
+        self.live.scan(col, start, limit)
+    }
+
+    fn last(&self, col: Column) -> Result<Option<(Vec<u8>, Vec<u8>)>, storage::StoreError> {
+        self.live.last(col)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), storage::StoreError> {
+        self.live.write(batch)?;
+        let mut copy = self.copy.lock().expect("not poisoned");
+        let signed_proposal = SignGuard::load(&self.live)
+            .expect("guard reads")
+            .last()
+            .is_some_and(|last| last.step == Step::Proposal);
+        if copy.is_none() && signed_proposal {
+            let mut all = WriteBatch::new();
+            for col in Column::ALL {
+                for (key, value) in self.live.scan(col, &[], EVERY_ENTRY)? {
+                    all.put(col, key, value);
+                }
+            }
+            let store = MemStore::new();
+            store.write(all)?;
+            *copy = Some(Arc::new(store));
+        }
+        Ok(())
+    }
+}
+
+/// A lone validator's store as it was right after it signed its proposal of height 1, and that
+/// proposal's digest.
+fn killed_after_signing_its_first_proposal(test: &TestChain, now: u64) -> (Arc<MemStore>, Hash) {
+    let store = Arc::new(CopyAtFirstProposal::default());
+    let engine = Engine::open(
+        store.clone(),
+        &test.genesis,
+        test.validators[0].clone(),
+        config(),
+        now,
+    )
+    .expect("engine opens");
+    assert_eq!(
+        engine.ledger().height(),
+        1,
+        "a lone validator decides at once"
+    );
+    let copy = store.copy().expect("a proposal was signed");
+    let last = *SignGuard::load(&*copy)
+        .expect("guard reads")
+        .last()
+        .expect("signed");
+    assert_eq!((last.height, last.round), (1, 0));
+    (copy, last.digest)
+}
+
+/// The digest the guard records for `proposal`.
+fn digest_of(test: &TestChain, proposal: &types::Proposal) -> Hash {
+    Hash::tagged(
+        Tag::SignedBytes,
+        &[&signing_bytes(
+            Domain::Proposal,
+            &test.genesis.chain_id,
+            proposal,
+        )],
+    )
+}
+
+#[test]
+fn a_proposer_restarted_right_after_signing_its_proposal_proposes_the_same_block_again() {
+    let test = TestChain::with_stakes(&[10], 1, 11);
+    let now = test.genesis.time_ms + 1000;
+    let (store, digest) = killed_after_signing_its_first_proposal(&test, now);
+    // Later, so a block built afresh would differ from the one signed.
+    let later = now + 5000;
+    let mut engine = Engine::open(
+        store,
+        &test.genesis,
+        test.validators[0].clone(),
+        config(),
+        later,
+    )
+    .expect("engine reopens");
+    let proposal = engine
+        .drain_outputs()
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Broadcast(ConsensusMessage::Proposal(p)) => Some(p),
+            _ => None,
+        })
+        .expect("it proposed again");
+    assert_eq!(digest_of(&test, &proposal.proposal), digest);
+    assert_eq!(engine.counters().signing_refused, 0);
+    assert_eq!(engine.ledger().height(), 1, "height 1 is final");
+    let decided = engine.ledger().block(1).expect("read").expect("held");
+    assert_eq!(decided.hash(), proposal.proposal.block);
+    let at = engine.next_deadline().expect("height 2 is scheduled");
+    engine.tick(at);
+    assert_eq!(engine.ledger().height(), 2, "height 2 is final");
+}
+
+#[test]
+fn a_proposer_restarted_after_signing_a_proposal_whose_block_is_lost_sits_out_that_round() {
+    let test = TestChain::with_stakes(&[10], 1, 11);
+    let now = test.genesis.time_ms + 1000;
+    let (store, digest) = killed_after_signing_its_first_proposal(&test, now);
+    let logged: Vec<Vec<u8>> = store
+        .scan(Column::Wal, &[], EVERY_ENTRY)
+        .expect("read")
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    let mut lose = WriteBatch::new();
+    for key in logged {
+        lose.delete(Column::Wal, key);
+    }
+    store.write(lose).expect("write");
+    let mut later = now + 5000;
+    let mut engine = Engine::open(
+        store,
+        &test.genesis,
+        test.validators[0].clone(),
+        config(),
+        later,
+    )
+    .expect("engine reopens");
+    for _ in 0..20 {
+        if engine.ledger().height() >= 2 {
+            break;
+        }
+        later = engine.next_deadline().expect("something is scheduled");
+        engine.tick(later);
+    }
+    assert_eq!(engine.ledger().height(), 2, "heights 1 and 2 are final");
+    assert_eq!(engine.counters().signing_refused, 0);
+    let proposals: Vec<types::Proposal> = engine
+        .drain_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(ConsensusMessage::Proposal(p)) => Some(p.proposal),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        proposals
+            .iter()
+            .all(|p| p.height != 1 || p.round > 0 && digest_of(&test, p) != digest),
+        "height 1 was proposed only from round 1 on: {proposals:?}"
+    );
 }
