@@ -664,17 +664,7 @@ fn a_proposer_restarted_after_signing_a_proposal_whose_block_is_lost_sits_out_th
     let test = TestChain::with_stakes(&[10], 1, 11);
     let now = test.genesis.time_ms + 1000;
     let (store, digest) = killed_after_signing_its_first_proposal(&test, now);
-    let logged: Vec<Vec<u8>> = store
-        .scan(Column::Wal, &[], EVERY_ENTRY)
-        .expect("read")
-        .into_iter()
-        .map(|(key, _)| key)
-        .collect();
-    let mut lose = WriteBatch::new();
-    for key in logged {
-        lose.delete(Column::Wal, key);
-    }
-    store.write(lose).expect("write");
+    wipe_wal(&store);
     let mut later = now + 5000;
     let mut engine = Engine::open(
         store,
