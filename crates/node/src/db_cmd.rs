@@ -310,35 +310,41 @@ fn read_current(db_path: &Path) -> Result<Option<(Option<LastSigned>, DbLock)>> 
             db_path.display()
         );
     }
-    let db = match RocksStore::open(db_path, &StoreOptions::default()) {
+    let last = read_guard(
+        db_path,
+        "stop the node first",
+        "if that database is damaged, move it out of the data directory and restore again with --without-current-guard (the node then does without its guard)",
+    )?;
+    // RocksDB released its lock on close; a node starting in between makes the lock below
+    // fail, before anything changed.
+    let lock = lock_db(db_path)?;
+    Ok(Some((last, lock)))
+}
+
+/// Opens the database at `path`, reads its double-sign guard and closes it again. A database
+/// in use is refused with `in_use` (what to do); `advice` follows any other failure.
+fn read_guard(path: &Path, in_use: &str, advice: &str) -> Result<Option<LastSigned>> {
+    let db = match RocksStore::open(path, &StoreOptions::default()) {
         Ok(db) => db,
-        Err(StoreError::Locked { .. }) => bail!(
-            "the database {} is in use: stop the node first",
-            db_path.display()
-        ),
+        Err(StoreError::Locked { .. }) => {
+            bail!("the database {} is in use: {in_use}", path.display())
+        }
         Err(e) => {
             return Err(e).with_context(|| {
                 format!(
-                    "opening the current database {} to read its double-sign guard; if it is damaged, move it out of the data directory and restore again with --without-current-guard (the node then does without its guard)",
-                    db_path.display()
+                    "opening {} to read its double-sign guard ({advice})",
+                    path.display()
                 )
             });
         }
     };
-    let last = SignGuard::load(&db)
-        .with_context(|| {
-            format!(
-                "reading the double-sign guard of {}; if that database is damaged, move it out of the data directory and restore again with --without-current-guard (the node then does without its guard)",
-                db_path.display()
-            )
-        })?
-        .last()
-        .copied();
-    // RocksDB releases its lock on close; a node starting in between makes the lock below
-    // fail, before anything changed.
-    drop(db);
-    let lock = lock_db(db_path)?;
-    Ok(Some((last, lock)))
+    let guard = SignGuard::load(&db).with_context(|| {
+        format!(
+            "reading the double-sign guard of {} ({advice})",
+            path.display()
+        )
+    })?;
+    Ok(guard.last().copied())
 }
 
 /// Takes the write lock RocksDB takes on `db_path`'s `LOCK` file, as an open file description
@@ -404,30 +410,11 @@ fn read_kept_guard(path: &Path) -> Result<Found> {
             path.display()
         );
     }
-    let db = match RocksStore::open(path, &StoreOptions::default()) {
-        Ok(db) => db,
-        Err(StoreError::Locked { .. }) => bail!(
-            "the database {} is in use: stop whatever uses it first",
-            path.display()
-        ),
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "opening {} to read its double-sign guard (if it is an unfinished copy, remove it; otherwise {move_out})",
-                    path.display()
-                )
-            });
-        }
-    };
-    let last = SignGuard::load(&db)
-        .with_context(|| {
-            format!(
-                "reading the double-sign guard of {}; {move_out}",
-                path.display()
-            )
-        })?
-        .last()
-        .copied();
+    let last = read_guard(
+        path,
+        "stop whatever uses it first",
+        &format!("if it is an unfinished copy, remove it; otherwise {move_out}"),
+    )?;
     Ok(Found {
         source: format!("the set-aside database's ({})", path.display()),
         last,
